@@ -1,0 +1,200 @@
+"""Export: LiteRT float / INT8 `.tflite`, and SavedModel for TF Serving.
+
+Conversion goes Keras -> `ExportArchive` SavedModel -> `TFLiteConverter`,
+builtin ops only: `model.export(format="litert")` silently enables Flex ops
+that the pip LiteRT runtime cannot run, and converting from concrete
+functions leaves variables unfrozen.
+
+Every file is written under a temporary name and renamed, so a kill never
+leaves a broken artifact; SavedModel exports take the next free integer
+version and never overwrite.
+"""
+
+import collections
+import contextlib
+import io
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Ops whose arithmetic should run on int8 in an INT8 model.
+COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
+               "TRANSPOSE_CONV", "CONV_3D")
+
+
+def input_signature(model, batch_size=None):
+    """TensorSpecs matching `model`'s inputs (a dict for dict-input models)."""
+    def spec(tensor):
+        shape = [batch_size] + list(tensor.shape[1:])
+        name = tensor.name.split(":")[0]
+        return tf.TensorSpec(shape, tensor.dtype, name=name)
+
+    structure = model._inputs_struct
+    if isinstance(structure, dict):
+        return {key: spec(value) for key, value in structure.items()}
+    if isinstance(structure, (list, tuple)) and len(structure) > 1:
+        return [spec(t) for t in structure]
+    tensor = structure[0] if isinstance(structure, (list, tuple)) else structure
+    return spec(tensor)
+
+
+def _raw_function(model):
+    def raw(inputs):
+        return model(inputs, training=False)
+    return raw
+
+
+def write_saved_model(path, model, endpoints, verbose=False):
+    """Write `model` with `endpoints` {name: (fn, [specs])} to `path`."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (function, signature) in endpoints.items():
+        archive.add_endpoint(name, function, input_signature=signature)
+    with contextlib.redirect_stdout(io.StringIO()):
+        archive.write_out(path, verbose=verbose)
+
+
+def _atomic_write_bytes(path, data):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def convert_to_tflite(model, path, representative_dataset=None,
+                      int8_io=True, batch_size=1):
+    """Convert the fixed-shape `model` to a `.tflite` file at `path`.
+
+    With `representative_dataset` (a callable yielding lists of batch-1 numpy
+    inputs) the model is quantized to INT8; ops with no int8 kernel fall back
+    to float and are listed by `tflite_op_report`. Float inputs and outputs
+    become int8 when `int8_io` is set (the runner scales them).
+    Returns the op report.
+    """
+    signature = input_signature(model, batch_size=batch_size)
+    with tempfile.TemporaryDirectory(prefix="export-") as folder:
+        saved_model_dir = os.path.join(folder, "saved_model")
+        write_saved_model(
+            saved_model_dir, model, {"serve": (_raw_function(model), [signature])}
+        )
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=["serve"]
+        )
+        if representative_dataset is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
+            if int8_io and _all_float_inputs(model):
+                converter.inference_input_type = tf.int8
+            if int8_io:
+                converter.inference_output_type = tf.int8
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        flatbuffer = converter.convert()
+    _atomic_write_bytes(path, flatbuffer)
+    return tflite_op_report(path)
+
+
+def _all_float_inputs(model):
+    return all("float" in str(t.dtype) for t in keras.tree.flatten(model.inputs))
+
+
+def representative_from_dataset(dataset, num_samples):
+    """Calibration generator: the first `num_samples` examples, batch 1.
+
+    `dataset` yields batched `(inputs, targets)`; taking the first examples of
+    an unshuffled pass keeps calibration deterministic.
+    """
+    def generator():
+        produced = 0
+        for inputs, _ in dataset:
+            flat = keras.tree.flatten(inputs)
+            batch = int(flat[0].shape[0])
+            for index in range(batch):
+                if produced >= num_samples:
+                    return
+                example = keras.tree.map_structure(
+                    lambda t: np.asarray(t[index:index + 1]), inputs
+                )
+                yield example if isinstance(example, dict) else keras.tree.flatten(example)
+                produced += 1
+    return generator
+
+
+def tflite_op_report(path):
+    """Which ops a `.tflite` holds and on which types they compute.
+
+    Returns {"ops": {"CONV_2D/int8": 12, ...}, "float_compute_ops": [...],
+    "float_ops": [...]}; a compute op (conv, fully-connected, matmul) is
+    "float" when its first input is float32.
+    """
+    from common.litert import make_interpreter
+
+    interpreter = make_interpreter(path, delegates=False)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    counts = collections.Counter()
+    float_compute, float_ops = [], set()
+    for op in interpreter._get_ops_details():
+        name = op["op_name"]
+        inputs = [i for i in op["inputs"] if i >= 0 and i in tensors]
+        dtype = np.dtype(tensors[inputs[0]]["dtype"]).name if inputs else "none"
+        counts[f"{name}/{dtype}"] += 1
+        if dtype.startswith("float"):
+            float_ops.add(name)
+            if name in COMPUTE_OPS:
+                float_compute.append(f"{name}#{op['index']}")
+    return {
+        "ops": dict(sorted(counts.items())),
+        "float_compute_ops": float_compute,
+        "float_ops": sorted(float_ops - {"QUANTIZE", "DEQUANTIZE"}),
+    }
+
+
+# --- SavedModel for TF Serving ----------------------------------------------
+
+def next_version(task_dir):
+    """The next integer version folder under `task_dir` (1 when empty)."""
+    versions = [int(name) for name in os.listdir(task_dir) if re.fullmatch(r"\d+", name)] \
+        if os.path.isdir(task_dir) else []
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(model, endpoints, export_dir, task_name):
+    """Write a new version of `model` under `<export_dir>/<task_name>/<N>/`.
+
+    `endpoints` come from the task's `build_serving_model`; a `raw` endpoint
+    (the model's own inputs and raw outputs) is added so `evaluate` can score
+    the SavedModel like any other artifact. Returns the version folder.
+    """
+    task_dir = os.path.join(export_dir, task_name)
+    os.makedirs(task_dir, exist_ok=True)
+    all_endpoints = dict(endpoints)
+    all_endpoints.setdefault(
+        "raw", (_raw_function(model), [input_signature(model)])
+    )
+    if "serving_default" not in all_endpoints:
+        raise ValueError("build_serving_model must return a 'serving_default' endpoint")
+    temporary = tempfile.mkdtemp(prefix=".tmp-export-", dir=task_dir)
+    try:
+        write_saved_model(os.path.join(temporary, "model"), model, all_endpoints)
+        while True:
+            target = os.path.join(task_dir, str(next_version(task_dir)))
+            try:
+                # rename fails if a concurrent export took the number: retry.
+                os.rename(os.path.join(temporary, "model"), target)
+                return target
+            except OSError:
+                if not os.path.exists(target):
+                    raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

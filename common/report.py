@@ -1,0 +1,130 @@
+"""The run report: report.json (a contract other tools read), report.md, plots."""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_json_atomic(path, data):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(_jsonable(data), handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    os.replace(temporary, path)
+
+
+def plot_history(histories, path):
+    """Training curves: one panel per metric, one line per stage and split."""
+    metrics = sorted({
+        key.removeprefix("val_") for history in histories.values() for key in history
+        if key not in ("epoch", "learning_rate", "lr")
+    })
+    if not metrics:
+        return None
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2),
+                                squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        offset = 0
+        for stage, history in histories.items():
+            for split, key in (("train", metric), ("val", f"val_{metric}")):
+                if key in history and history[key]:
+                    values = history[key]
+                    epochs = np.arange(offset + 1, offset + len(values) + 1)
+                    axis.plot(epochs, values, marker=".",
+                              linestyle="-" if split == "train" else "--",
+                              label=f"{stage} {split}")
+            lengths = [len(v) for v in history.values() if isinstance(v, list)]
+            offset += max(lengths, default=0)
+        axis.set_title(metric)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_metrics(metrics, primary_metric, path):
+    """Bar chart of the primary metric for float, INT8, PTQ INT8 and baseline."""
+    names = [name for name in ("float", "tflite_float", "int8", "ptq_int8", "baseline")
+             if name in metrics and primary_metric in metrics[name]]
+    if not names:
+        return None
+    values = [metrics[name][primary_metric] for name in names]
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    bars = axis.bar(names, values, color=["#4878d0", "#6acc64", "#d65f5f", "#ee854a", "#956cb4"][:len(names)])
+    for bar, value in zip(bars, values):
+        axis.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{value:.3f}",
+                  ha="center", va="bottom", fontsize=8)
+    axis.set_ylabel(primary_metric)
+    axis.set_title(f"{primary_metric} on the test split")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _format(value):
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def write_markdown(report, path):
+    primary = report["primary_metric"]
+    lines = [
+        f"# {report['task']} — preset `{report['preset']}`, data `{report['data']}`",
+        "",
+        f"Primary metric: **{primary}** on the test split "
+        f"({report.get('test_examples', '?')} examples).",
+        "",
+        "| model | " + " | ".join(sorted({k for m in report["metrics"].values() for k in m
+                                           if isinstance(m.get(k), (int, float))})) + " |",
+    ]
+    columns = sorted({k for m in report["metrics"].values() for k in m
+                      if isinstance(m.get(k), (int, float))})
+    lines.append("|---|" + "---|" * len(columns))
+    for name, values in report["metrics"].items():
+        lines.append(f"| {name} | " + " | ".join(_format(values.get(c, "")) for c in columns) + " |")
+    lines += ["", "| artifact | path | size (bytes) | latency (ms, batch 1, 2 threads) |",
+              "|---|---|---|---|"]
+    for name, artifact in report["artifacts"].items():
+        size = report.get("sizes_bytes", {}).get(name, "")
+        latency = report.get("latency_ms", {}).get(name, "")
+        lines.append(f"| {name} | `{artifact}` | {size} | {_format(latency)} |")
+    lines += ["", "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items())]
+    ops = report.get("int8_ops", {})
+    if ops:
+        lines += ["", "## INT8 op check", ""]
+        for name, op_report in ops.items():
+            float_ops = op_report.get("float_ops", [])
+            compute = op_report.get("float_compute_ops", [])
+            lines.append(f"- `{name}`: compute ops on float: "
+                         f"{', '.join(compute) if compute else 'none'}; "
+                         f"other ops left in float: {', '.join(float_ops) if float_ops else 'none'}")
+    for note in report.get("notes", []):
+        lines += ["", f"> {note}"]
+    pictures = report.get("pictures", [])
+    if pictures:
+        lines += ["", "## Pictures", ""]
+        lines += [f"![{os.path.basename(p)}]({p})" for p in pictures]
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")

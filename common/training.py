@@ -1,0 +1,221 @@
+"""Training: strategy, precision, XLA, optimizers, schedules, callbacks, fit.
+
+`fit()` is `model.compile` + `model.fit` with the run's settings, writing
+logs and a resumable backup under the run folder.
+"""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.errors import UserError
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
+
+
+def gpu_available():
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def use_xla(run_config):
+    """XLA on by default where a GPU is present; on CPU only when asked.
+
+    On a 2-core CPU the compile time of XLA usually outweighs its gain
+    (see benchmarks/segmentation.py for the measured ratio).
+    """
+    return gpu_available() if run_config.xla is None else bool(run_config.xla)
+
+
+def make_strategy(name):
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        # Reads the cluster from TF_CONFIG, as every TF multi-worker job does.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    return tf.distribute.get_strategy()
+
+
+def configure(cfg):
+    """Seed everything, set the precision policy; return the strategy."""
+    keras.utils.set_random_seed(cfg.run.seed)
+    if cfg.run.mixed_precision:
+        # float16 needs loss scaling and only pays on GPUs; bfloat16 elsewhere.
+        policy = "mixed_float16" if gpu_available() else "mixed_bfloat16"
+        keras.mixed_precision.set_global_policy(policy)
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+    return make_strategy(cfg.run.strategy)
+
+
+def make_schedule(train_config, steps_per_epoch, learning_rate=None, epochs=None):
+    learning_rate = train_config.learning_rate if learning_rate is None else learning_rate
+    epochs = train_config.epochs if epochs is None else epochs
+    total_steps = max(1, steps_per_epoch * epochs)
+    warmup_steps = min(steps_per_epoch * train_config.warmup_epochs, total_steps - 1)
+    name = train_config.schedule
+    if name not in SCHEDULES:
+        raise UserError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
+    if name == "constant":
+        return learning_rate
+    if name == "cosine":
+        if warmup_steps > 0:
+            return keras.optimizers.schedules.CosineDecay(
+                learning_rate * 0.01, total_steps - warmup_steps, alpha=0.01,
+                warmup_target=learning_rate, warmup_steps=warmup_steps,
+            )
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
+    if name == "step":
+        boundaries = [int(total_steps * 0.5), int(total_steps * 0.75)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            boundaries, [learning_rate, learning_rate * 0.1, learning_rate * 0.01]
+        )
+    return keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, decay_steps=max(1, steps_per_epoch), decay_rate=0.9
+    )
+
+
+def make_optimizer(train_config, steps_per_epoch, learning_rate=None, epochs=None):
+    schedule = make_schedule(train_config, steps_per_epoch, learning_rate, epochs)
+    clip = {"global_clipnorm": train_config.clipnorm} if train_config.clipnorm > 0 else {}
+    name = train_config.optimizer
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, **clip)
+    if name == "momentum":
+        return keras.optimizers.SGD(schedule, momentum=train_config.momentum,
+                                    nesterov=True, **clip)
+    if name == "adam":
+        return keras.optimizers.Adam(schedule, **clip)
+    if name == "adamw":
+        return keras.optimizers.AdamW(
+            schedule, weight_decay=train_config.weight_decay or 1e-4, **clip
+        )
+    raise UserError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def sparse_categorical_loss(num_classes, label_smoothing=0.0, from_logits=True):
+    """Cross-entropy on integer labels, with optional label smoothing.
+
+    Keras's sparse loss has no label smoothing, so smoothing goes through a
+    one-hot encoding; without smoothing the cheaper sparse loss is used.
+    """
+    if label_smoothing <= 0:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return SmoothedSparseCategoricalCrossentropy(
+        num_classes=num_classes, label_smoothing=label_smoothing, from_logits=from_logits
+    )
+
+
+@keras.saving.register_keras_serializable(package="common")
+class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
+    def __init__(self, num_classes, label_smoothing=0.1, from_logits=True,
+                 name="smoothed_sparse_categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.one_hot(
+            keras.ops.cast(keras.ops.squeeze(y_true, -1) if len(y_true.shape) == len(y_pred.shape)
+                           else y_true, "int32"), self.num_classes)
+        return keras.losses.categorical_crossentropy(
+            labels, y_pred, from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, label_smoothing=self.label_smoothing,
+                      from_logits=self.from_logits)
+        return config
+
+
+def steps_in(dataset):
+    steps = int(dataset.cardinality())
+    if steps < 0:
+        steps = sum(1 for _ in dataset)
+    if steps == 0:
+        raise UserError("the training split is empty (fewer examples than one batch?)")
+    return steps
+
+
+def make_callbacks(stage_dir, monitor, mode, patience=0, log_dir=None):
+    """Backup for resume, best checkpoint, early stop, NaN guard, CSV/TensorBoard."""
+    os.makedirs(stage_dir, exist_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(stage_dir, "best.weights.h5"), monitor=monitor, mode=mode,
+            save_best_only=True, save_weights_only=True,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=True),
+    ]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(
+            log_dir, write_graph=False, update_freq="epoch", profile_batch=0))
+    if patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True))
+    return callbacks
+
+
+def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=None,
+        monitor=("val_loss", "min"), steps_per_epoch=None, log_dir=None):
+    """Compile and fit `model` on `splits`; returns the Keras history dict.
+
+    Resumes from `stage_dir/backup` when a previous fit was interrupted.
+    """
+    epochs = cfg.train.epochs if epochs is None else epochs
+    steps_per_epoch = steps_per_epoch or cfg.train.steps_per_epoch or steps_in(splits.train)
+    optimizer = make_optimizer(cfg.train, steps_per_epoch, learning_rate, epochs)
+    model.compile(optimizer=optimizer, jit_compile=use_xla(cfg.run), **compile_args)
+    train = splits.train
+    if cfg.train.steps_per_epoch:
+        train = train.repeat()
+    history = model.fit(
+        train,
+        validation_data=splits.val,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch if cfg.train.steps_per_epoch else None,
+        callbacks=make_callbacks(stage_dir, monitor[0], monitor[1],
+                                 cfg.train.early_stopping_patience, log_dir),
+        shuffle=False,  # tf.data splits are shuffled by common.data.finish
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def read_history(stage_dir):
+    """The CSV log of a stage as {column: [values]} (covers resumed runs)."""
+    path = os.path.join(stage_dir, "history.csv")
+    if not os.path.exists(path):
+        return {}
+    import csv
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    history = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                history.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                pass
+    return history
+
+
+def set_seed(seed):
+    keras.utils.set_random_seed(seed)
+    np.random.seed(seed)

@@ -1,0 +1,120 @@
+"""Configuration of the detection task: model, data, post-processing, presets.
+
+Training, QAT and export hyperparameters live in the common sections
+(`train`, `qat`, `export`); this file adds what is specific to detection.
+"""
+
+import dataclasses
+from typing import List
+
+from common.config import BaseConfig, DataConfig
+
+
+@dataclasses.dataclass
+class DetectionModelConfig:
+    """A YOLOv8 detector: keras-cv's YOLOv8 backbone, PA-FPN and head."""
+
+    # Square input side in pixels; a multiple of 32 (the coarsest stride).
+    image_size: int = 128
+    # Channels and CSP depth of the backbone's four stages (YOLOv8Backbone).
+    stackwise_channels: List[int] = dataclasses.field(
+        default_factory=lambda: [16, 32, 64, 128])
+    stackwise_depth: List[int] = dataclasses.field(
+        default_factory=lambda: [1, 1, 1, 1])
+    # Depth of the CSP blocks in the feature pyramid (1 for s, 2 for m).
+    fpn_depth: int = 1
+    # Width of the head's 3x3 convolutions; 0 keeps keras-cv's rule
+    # (box: max(64, P3 channels / 4), class: max(classes, P3 channels)).
+    head_channels: int = 0
+    # Loss weights (Ultralytics' defaults) and the task-aligned assigner's top-k.
+    box_loss_weight: float = 7.5
+    class_loss_weight: float = 0.5
+    dfl_loss_weight: float = 1.5
+    max_anchor_matches: int = 10
+
+
+@dataclasses.dataclass
+class DetectionDataConfig(DataConfig):
+    """Where examples come from and how training examples are augmented."""
+
+    # Boxes per image after padding with -1 (extra boxes are dropped, counted).
+    max_boxes: int = 20
+    # Built-in set: number of shape classes (at most 5).
+    num_classes: int = 5
+    # Local folders: fractions held out for validation and test.
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # TFDS data folder ("" = TFDS's default, ~/tensorflow_datasets).
+    tfds_data_dir: str = ""
+    # Box-aware augmentation of the training split.
+    flip: bool = True
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    translate: float = 0.1
+    color_jitter: float = 0.2
+    mosaic: float = 0.5  # probability that a training image is a mosaic of 4
+
+
+@dataclasses.dataclass
+class PostprocessConfig:
+    """Decoding + class-aware non-maximum suppression."""
+
+    # Low score threshold for mAP (the COCO evaluator ranks all detections).
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.6
+    max_detections: int = 100
+    # Threshold for the pictures drawn by predict.py and the report.
+    display_threshold: float = 0.3
+
+
+@dataclasses.dataclass
+class Config(BaseConfig):
+    task: str = "detection"
+    model: DetectionModelConfig = dataclasses.field(default_factory=DetectionModelConfig)
+    data: DetectionDataConfig = dataclasses.field(default_factory=DetectionDataConfig)
+    postprocess: PostprocessConfig = dataclasses.field(default_factory=PostprocessConfig)
+
+
+PRESETS = {
+    # Seconds on 2 CPU cores: a check that every stage runs end to end.
+    "smoke": {
+        "model.image_size": 64,
+        "model.stackwise_channels": "8,16,32,32",
+        "data.num_train": 128,
+        "data.num_val": 16,
+        "data.num_test": 32,
+        "data.num_classes": 3,
+        "data.mosaic": 0.0,
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "qat.epochs": 1,
+        "qat.steps_per_epoch": 4,
+        "export.representative_samples": 16,
+        "export.latency_samples": 5,
+    },
+    # The built-in demo: minutes on 2 CPU cores.
+    "default": {},
+    # Published YOLOv8 sizes (Ultralytics' s and m), 640 px, for real data.
+    "yolov8_s": {
+        "model.image_size": 640,
+        "model.stackwise_channels": "64,128,256,512",
+        "model.stackwise_depth": "1,2,2,1",
+        "model.fpn_depth": 1,
+        "data.max_boxes": 100,
+        "train.epochs": 100,
+        "train.optimizer": "adamw",
+        "train.weight_decay": 5e-4,
+        "train.warmup_epochs": 3,
+    },
+    "yolov8_m": {
+        "model.image_size": 640,
+        "model.stackwise_channels": "96,192,384,576",
+        "model.stackwise_depth": "2,4,4,2",
+        "model.fpn_depth": 2,
+        "data.max_boxes": 100,
+        "train.epochs": 100,
+        "train.optimizer": "adamw",
+        "train.weight_decay": 5e-4,
+        "train.warmup_epochs": 3,
+    },
+}

@@ -1,0 +1,65 @@
+"""Segmentation configuration: U-Net options, data options and presets."""
+
+import dataclasses
+
+from common import config
+
+
+@dataclasses.dataclass
+class ModelOptions:
+    # Filters of the first encoder level; each level below doubles them.
+    filters: int = 16
+    # Number of down-sampling levels (the U-Net paper uses 4).
+    depth: int = 3
+    # Encoder/decoder block: "conv" (two conv-BN-ReLU, as in the paper),
+    # "residual" (ResNet basic block) or "separable" (MobileNet style).
+    block: str = "conv"
+    # A dilated (ASPP-like) block at the bottleneck widens the receptive field.
+    dilated_bottleneck: bool = True
+    activation: str = "relu"
+    initializer: str = "he_normal"
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class DataOptions(config.DataConfig):
+    image_size: int = 64
+    # Classes of a local folder; 0 reads `classes.txt` in the folder or counts
+    # the largest mask value + 1.
+    num_classes: int = 0
+    # Built-in data: most objects per image.
+    max_objects: int = 3
+    augment: bool = True
+
+
+@dataclasses.dataclass
+class Config(config.BaseConfig):
+    task: str = "segmentation"
+    model: ModelOptions = dataclasses.field(default_factory=ModelOptions)
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
+
+
+PRESETS = {
+    # Seconds on 2 CPU cores: proves the flow, not the quality.
+    "smoke": {
+        "data.image_size": 32, "data.num_train": 192, "data.num_val": 32,
+        "data.num_test": 48, "model.filters": 8, "model.depth": 2,
+        "train.epochs": 4, "train.batch_size": 16, "train.learning_rate": 3e-3,
+        "qat.epochs": 1, "export.representative_samples": 32,
+        "export.latency_samples": 5,
+    },
+    # The built-in demo: under 10 minutes on 2 CPU cores.
+    "default": {
+        "data.image_size": 64, "data.num_train": 1536, "data.num_val": 128,
+        "data.num_test": 256, "model.filters": 12, "model.depth": 3,
+        "train.epochs": 14, "train.batch_size": 16, "train.learning_rate": 3e-3,
+        "train.early_stopping_patience": 0, "qat.epochs": 2, "qat.learning_rate": 2e-4,
+    },
+    # The paper's width and depth (64 filters, 4 poolings) on Oxford-IIIT Pet.
+    "unet": {
+        "data.source": "oxford_iiit_pet", "data.image_size": 256,
+        "model.filters": 64, "model.depth": 4, "model.dilated_bottleneck": False,
+        "train.epochs": 40, "train.batch_size": 16, "train.learning_rate": 1e-3,
+        "train.warmup_epochs": 1, "qat.epochs": 3, "qat.learning_rate": 1e-4,
+    },
+}

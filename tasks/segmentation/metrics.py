@@ -1,0 +1,64 @@
+"""Segmentation metrics from one confusion matrix: Dice, IoU, pixel accuracy."""
+
+import numpy as np
+
+PRIMARY_METRIC = "dice"
+
+
+def confusion_matrix(predict_fn, dataset, num_classes):
+    """Pixel confusion matrix (rows: truth, columns: prediction) over a split."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for images, masks in dataset:
+        scores = np.asarray(predict_fn(images.numpy()))
+        predicted = scores.argmax(-1) if scores.ndim == 4 else scores
+        truth = masks.numpy().astype(np.int64).ravel()
+        matrix += np.bincount(
+            truth * num_classes + predicted.astype(np.int64).ravel(),
+            minlength=num_classes * num_classes,
+        ).reshape(num_classes, num_classes)
+    return matrix
+
+
+def scores_from_confusion(matrix, class_names, background_class=0):
+    """Per-class Dice and IoU, their means, and pixel accuracy.
+
+    `dice` and `mean_iou` average the classes present in the truth or the
+    prediction; `dice` leaves out the background class (a model that paints
+    everything background would otherwise score well).
+    """
+    true_positive = np.diag(matrix).astype(np.float64)
+    false_positive = matrix.sum(0) - true_positive
+    false_negative = matrix.sum(1) - true_positive
+    present = (true_positive + false_positive + false_negative) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = 2 * true_positive / (2 * true_positive + false_positive + false_negative)
+        iou = true_positive / (true_positive + false_positive + false_negative)
+    foreground = present.copy()
+    if background_class is not None:
+        foreground[background_class] = False
+    return {
+        "dice": float(np.nanmean(np.where(foreground, dice, np.nan))) if foreground.any() else 0.0,
+        "mean_iou": float(np.nanmean(np.where(present, iou, np.nan))),
+        "pixel_accuracy": float(true_positive.sum() / max(matrix.sum(), 1)),
+        "dice_per_class": {name: float(np.nan_to_num(value))
+                           for name, value in zip(class_names, dice)},
+        "iou_per_class": {name: float(np.nan_to_num(value))
+                          for name, value in zip(class_names, iou)},
+    }
+
+
+def evaluate(predict_fn, dataset, info):
+    matrix = confusion_matrix(predict_fn, dataset, info["num_classes"])
+    return scores_from_confusion(matrix, info["class_names"], info.get("background_class", 0))
+
+
+def baseline_predict_fn(splits, info):
+    """The trivial baseline: every pixel gets the most frequent training class."""
+    counts = np.zeros(info["num_classes"], np.int64)
+    for _, masks in splits.train.take(20):
+        counts += np.bincount(masks.numpy().ravel(), minlength=info["num_classes"])
+    majority = int(counts.argmax())
+
+    def predict(images):
+        return np.full(np.asarray(images).shape[:3], majority, np.int64)
+    return predict

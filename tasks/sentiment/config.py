@@ -1,0 +1,127 @@
+"""Sentiment configuration: BERT options, data options and presets."""
+
+import dataclasses
+
+from common import config
+
+# The published compact BERT sizes (Turc et al., 2019, "Well-Read Students
+# Learn Better") and BERT-base: layers, hidden size, heads, feed-forward size.
+BERT_SIZES = {
+    "tiny": {"model.num_layers": 2, "model.hidden_dim": 128, "model.num_heads": 2,
+             "model.intermediate_dim": 512},
+    "mini": {"model.num_layers": 4, "model.hidden_dim": 256, "model.num_heads": 4,
+             "model.intermediate_dim": 1024},
+    "small": {"model.num_layers": 4, "model.hidden_dim": 512, "model.num_heads": 8,
+              "model.intermediate_dim": 2048},
+    "medium": {"model.num_layers": 8, "model.hidden_dim": 512, "model.num_heads": 8,
+               "model.intermediate_dim": 2048},
+    "base": {"model.num_layers": 12, "model.hidden_dim": 768, "model.num_heads": 12,
+             "model.intermediate_dim": 3072},
+}
+
+
+@dataclasses.dataclass
+class ModelOptions:
+    # BERT encoder size (ignored with `init`: the checkpoint's config wins).
+    num_layers: int = 2
+    hidden_dim: int = 128
+    num_heads: int = 2
+    intermediate_dim: int = 512
+    dropout: float = 0.1
+    # Tokens per text including [CLS] and [SEP]; longer texts are truncated.
+    sequence_length: int = 64
+    # Size of the WordPiece vocabulary built from the training text when no
+    # checkpoint (`init`) or teacher supplies one.
+    vocabulary_size: int = 4000
+    # A keras-hub preset folder on disk (config.json, model.weights.h5,
+    # assets/tokenizer/vocabulary.txt): start from its weights and vocabulary.
+    init: str = ""
+    # Masked-language-model pre-training on the task's own training text
+    # before fine-tuning (useful without `init`); 0 turns it off.
+    pretrain_epochs: int = 0
+    pretrain_learning_rate: float = 1e-3
+    # Fraction of tokens masked for pre-training (BERT: 0.15).
+    mask_rate: float = 0.15
+    # Knowledge distillation: a trained teacher (`model.keras` of an earlier
+    # run; its folder's vocabulary.txt is reused), the weight of the
+    # hard-label loss and the softmax temperature.
+    teacher: str = ""
+    alpha: float = 0.5
+    temperature: float = 2.0
+
+
+@dataclasses.dataclass
+class DataOptions(config.DataConfig):
+    # `source`: "synthetic" (the built-in reviews), "glue/sst2" (TFDS), or a
+    # CSV / TSV file, or a folder holding train.* and optionally
+    # val.* / dev.* / validation.* and test.* files.
+    num_train: int = 6000
+    num_val: int = 500
+    num_test: int = 1000
+    # Column names in a CSV / TSV; "" looks for text/sentence/review/content
+    # and label/sentiment/class/target.
+    text_column: str = ""
+    label_column: str = ""
+    # Field delimiter of a CSV / TSV; "" detects it (",", tab, ";", "|").
+    delimiter: str = ""
+    encoding: str = "utf-8"
+    # Class names, comma-separated: fixes their order, names integer labels,
+    # and makes any other label an error. "" takes them from the data.
+    classes: str = ""
+    # Fractions carved out of a single file (or of the training file when
+    # there is no validation / test file).
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dataclasses.dataclass
+class Config(config.BaseConfig):
+    task: str = "sentiment"
+    model: ModelOptions = dataclasses.field(default_factory=ModelOptions)
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
+
+
+def _size(name, **overrides):
+    preset = dict(BERT_SIZES[name])
+    preset.update(overrides)
+    return preset
+
+
+PRESETS = {
+    # Seconds on 2 CPU cores: proves the flow, not the quality.
+    "smoke": {
+        "data.num_train": 256, "data.num_val": 64, "data.num_test": 64,
+        "model.num_layers": 1, "model.hidden_dim": 32, "model.num_heads": 2,
+        "model.intermediate_dim": 64, "model.sequence_length": 32,
+        "model.vocabulary_size": 400, "train.epochs": 2, "train.batch_size": 32,
+        "qat.enabled": False, "export.representative_samples": 32,
+        "export.latency_samples": 5,
+    },
+    # The built-in demo: BERT-tiny from scratch on the built-in reviews.
+    "default": _size(
+        "tiny", **{"data.num_train": 6000, "data.num_val": 500,
+                   "data.num_test": 1000, "model.sequence_length": 48,
+                   "train.epochs": 8, "train.batch_size": 32,
+                   "train.learning_rate": 1e-3, "train.warmup_epochs": 1,
+                   "train.optimizer": "adamw", "train.weight_decay": 0.01,
+                   "qat.enabled": False}),
+    # Compact BERT sizes, sized for SST-2 or a downloaded checkpoint
+    # (`--init`); fine-tuning learning rates from the BERT paper's range.
+    "tiny": _size("tiny", **{"data.source": "glue/sst2", "train.epochs": 3,
+                             "train.learning_rate": 1e-4, "train.optimizer": "adamw",
+                             "train.weight_decay": 0.01, "train.warmup_epochs": 0,
+                             "qat.enabled": False}),
+    "mini": _size("mini", **{"data.source": "glue/sst2", "train.epochs": 3,
+                             "train.learning_rate": 5e-5, "train.optimizer": "adamw",
+                             "train.weight_decay": 0.01, "qat.enabled": False}),
+    "small": _size("small", **{"data.source": "glue/sst2", "train.epochs": 3,
+                               "train.learning_rate": 5e-5, "train.optimizer": "adamw",
+                               "train.weight_decay": 0.01, "qat.enabled": False}),
+    "medium": _size("medium", **{"data.source": "glue/sst2", "train.epochs": 3,
+                                 "train.learning_rate": 3e-5, "train.optimizer": "adamw",
+                                 "train.weight_decay": 0.01, "qat.enabled": False}),
+    "base": _size("base", **{"data.source": "glue/sst2", "train.epochs": 3,
+                             "train.learning_rate": 2e-5, "train.optimizer": "adamw",
+                             "train.weight_decay": 0.01, "model.sequence_length": 128,
+                             "qat.enabled": False}),
+}

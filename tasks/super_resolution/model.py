@@ -1,0 +1,193 @@
+"""ESRGAN generator (RRDB trunk, x4 nearest-upsampling head) and its critic.
+
+Wang et al., "ESRGAN: Enhanced Super-Resolution Generative Adversarial
+Networks" (2018). The generator has no batch normalisation, scales every
+residual branch by `residual_scale` (0.2), and upsamples by nearest x2 +
+conv twice: all standard layers, so it converts to LiteRT INT8 as it is.
+
+Images are float32 RGB in [0, 1]; the generator's raw output is not clipped
+(clipping happens on the host and in the serving function) so training
+gradients are never cut off.
+"""
+
+import keras
+import tensorflow as tf
+
+from common.errors import UserError
+
+SKIP_MODES = ("none", "bilinear", "nearest")
+
+
+# --- Blocks -----------------------------------------------------------------
+
+def conv(filters, name, kernel_size=3, strides=1):
+    return keras.layers.Conv2D(filters, kernel_size, strides=strides,
+                               padding="same", name=name)
+
+
+def leaky_relu(name):
+    # ESRGAN uses negative slope 0.2 everywhere.
+    return keras.layers.LeakyReLU(negative_slope=0.2, name=name)
+
+
+def scaled_residual(shortcut, branch, scale, name):
+    """`shortcut + scale * branch`: the residual scaling of ESRGAN."""
+    branch = keras.layers.Rescaling(scale, name=f"{name}_scale")(branch)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, branch])
+
+
+def residual_dense_block(x, features, growth, residual_scale, name):
+    """Five 3x3 convs, each seeing all earlier outputs (dense connections)."""
+    inputs = [x]
+    for index in range(1, 5):
+        joined = inputs[0] if len(inputs) == 1 else keras.layers.Concatenate(
+            name=f"{name}_cat{index}")(inputs)
+        y = conv(growth, f"{name}_conv{index}")(joined)
+        inputs.append(leaky_relu(f"{name}_act{index}")(y))
+    joined = keras.layers.Concatenate(name=f"{name}_cat5")(inputs)
+    y = conv(features, f"{name}_conv5")(joined)
+    return scaled_residual(x, y, residual_scale, name)
+
+
+def rrdb(x, features, growth, residual_scale, name):
+    """Residual-in-residual dense block: three dense blocks, one more residual."""
+    y = x
+    for index in range(1, 4):
+        y = residual_dense_block(y, features, growth, residual_scale,
+                                 f"{name}_rdb{index}")
+    return scaled_residual(x, y, residual_scale, name)
+
+
+# --- Generator --------------------------------------------------------------
+
+def validate_model_config(model_cfg):
+    if model_cfg.scale != 4:
+        raise UserError(f"model.scale: only 4 is supported, got {model_cfg.scale}")
+    if model_cfg.global_skip not in SKIP_MODES:
+        raise UserError(
+            f"model.global_skip: expected one of {', '.join(SKIP_MODES)}, "
+            f"got {model_cfg.global_skip!r}")
+    for key in ("num_blocks", "features", "growth", "tile_size"):
+        if getattr(model_cfg, key) < 1:
+            raise UserError(f"model.{key}: expected >= 1, got "
+                            f"{getattr(model_cfg, key)}")
+    if not 0 <= model_cfg.tile_overlap < model_cfg.tile_size // 2:
+        raise UserError(
+            f"model.tile_overlap: expected 0 <= overlap < tile_size / 2 "
+            f"({model_cfg.tile_size // 2}), got {model_cfg.tile_overlap}")
+
+
+def build_generator(model_cfg, input_size=None, name="rrdb_generator"):
+    """RRDB generator, LR (H, W, 3) in [0, 1] -> HR (4H, 4W, 3).
+
+    `input_size=None` keeps the spatial size open (fully convolutional);
+    an int fixes a square tile (the edge model).
+    """
+    validate_model_config(model_cfg)
+    features = model_cfg.features
+    # === Layers and Functional model ===
+    inputs = keras.Input((input_size, input_size, 3), name="low_resolution")
+    shallow = conv(features, "conv_first")(inputs)
+    x = shallow
+    for index in range(model_cfg.num_blocks):
+        x = rrdb(x, features, model_cfg.growth, model_cfg.residual_scale,
+                 f"rrdb{index + 1}")
+    x = conv(features, "conv_trunk")(x)
+    x = keras.layers.Add(name="trunk_add")([shallow, x])
+    for index in (1, 2):
+        x = keras.layers.UpSampling2D(2, interpolation="nearest",
+                                      name=f"upsample{index}")(x)
+        x = conv(features, f"conv_up{index}")(x)
+        x = leaky_relu(f"act_up{index}")(x)
+    x = conv(features, "conv_hr")(x)
+    x = leaky_relu("act_hr")(x)
+    outputs = conv(3, "conv_last")(x)
+    if model_cfg.global_skip != "none":
+        upsampled = keras.layers.UpSampling2D(
+            model_cfg.scale, interpolation=model_cfg.global_skip,
+            name="input_upsample")(inputs)
+        outputs = keras.layers.Add(name="global_skip")([upsampled, outputs])
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_model(cfg, info=None):
+    """The task contract: the generator with an open spatial size."""
+    return build_generator(cfg.model)
+
+
+def edge_model(model, cfg):
+    """The generator on fixed `tile_size` LR tiles, for LiteRT.
+
+    LiteRT wants static shapes; the weights are shared with `model` (same
+    layers, called on a fixed-size input).
+    """
+    tile = cfg.model.tile_size
+    inputs = keras.Input((tile, tile, 3), name="low_resolution_tile")
+    return keras.Model(inputs, model(inputs), name="rrdb_generator_tile")
+
+
+# --- Discriminator ----------------------------------------------------------
+
+def build_discriminator(model_cfg, hr_size, normalization="batch",
+                        name="vgg_discriminator"):
+    """VGG-style critic of ESRGAN ("VGG128"): conv pairs, the second strided.
+
+    Five stages (features f, 2f, 4f, 8f, 8f) halve the size each time, then
+    dense 100 -> 1 (a raw logit). `normalization="none"` for WGAN-GP, whose
+    per-sample gradient penalty batch normalisation would break.
+    """
+    if normalization not in ("batch", "none"):
+        raise UserError(f"discriminator normalization: expected batch or none, "
+                        f"got {normalization!r}")
+    if hr_size % 32:
+        raise UserError(f"discriminator input: HR size must be a multiple of "
+                        f"32, got {hr_size}")
+    base = model_cfg.discriminator_features
+    inputs = keras.Input((hr_size, hr_size, 3), name="high_resolution")
+    x = inputs
+    for stage, multiplier in enumerate((1, 2, 4, 8, 8)):
+        filters = base * multiplier
+        for strides in (1, 2):
+            if stage == 0 and strides == 1:
+                x = conv(filters, "conv0_0")(x)
+            else:
+                x = conv(filters, f"conv{stage}_{strides - 1}",
+                         kernel_size=3 if strides == 1 else 4,
+                         strides=strides)(x)
+                if normalization == "batch":
+                    x = keras.layers.BatchNormalization(
+                        name=f"bn{stage}_{strides - 1}")(x)
+            x = leaky_relu(f"act{stage}_{strides - 1}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(100, name="dense1")(x)
+    x = leaky_relu("act_dense")(x)
+    outputs = keras.layers.Dense(1, name="logit")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+# --- Serving ----------------------------------------------------------------
+
+def build_serving_model(model, cfg, info=None):
+    """TF Serving endpoints; the generator runs on the whole image at once.
+
+    - `serving_default`: encoded image bytes (PNG/JPEG/BMP/GIF, any size,
+      greyscale or RGBA converted to RGB) -> PNG bytes of the x4 image.
+    - `upscale_uint8`: a uint8 batch (N, H, W, 3) of any size -> uint8 x4.
+    """
+    def to_uint8(sr):
+        return tf.cast(tf.round(tf.clip_by_value(sr, 0.0, 1.0) * 255.0), tf.uint8)
+
+    def upscale_uint8(images):
+        low = tf.cast(images, tf.float32) / 255.0
+        return {"high_resolution": to_uint8(model(low, training=False))}
+
+    def upscale_bytes(image_bytes):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        low = tf.cast(image, tf.float32)[None] / 255.0
+        high = to_uint8(model(low, training=False))[0]
+        return {"png": tf.io.encode_png(high)}
+
+    return {
+        "serving_default": (upscale_bytes, [tf.TensorSpec([], tf.string, name="image_bytes")]),
+        "upscale_uint8": (upscale_uint8, [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]),
+    }
