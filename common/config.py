@@ -122,6 +122,8 @@ def _coerce(value, annotation, key):
     """Turn `value` (often a string from the command line) into `annotation`."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if annotation in (list, tuple):
+        origin = annotation
     if origin is typing.Union:
         non_none = [a for a in args if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() == "none"):

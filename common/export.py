@@ -169,12 +169,13 @@ def next_version(task_dir):
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model, endpoints, export_dir, task_name):
+def export_saved_model(model, endpoints, export_dir, task_name, extra_files=None):
     """Write a new version of `model` under `<export_dir>/<task_name>/<N>/`.
 
     `endpoints` come from the task's `build_serving_model`; a `raw` endpoint
     (the model's own inputs and raw outputs) is added so `evaluate` can score
-    the SavedModel like any other artifact. Returns the version folder.
+    the SavedModel like any other artifact. `extra_files` {name: text} go to
+    `assets.extra/` (TF Serving ignores that folder). Returns the version folder.
     """
     task_dir = os.path.join(export_dir, task_name)
     os.makedirs(task_dir, exist_ok=True)
@@ -187,6 +188,12 @@ def export_saved_model(model, endpoints, export_dir, task_name):
     temporary = tempfile.mkdtemp(prefix=".tmp-export-", dir=task_dir)
     try:
         write_saved_model(os.path.join(temporary, "model"), model, all_endpoints)
+        if extra_files:
+            extra_dir = os.path.join(temporary, "model", "assets.extra")
+            os.makedirs(extra_dir, exist_ok=True)
+            for name, text in extra_files.items():
+                with open(os.path.join(extra_dir, name), "w") as handle:
+                    handle.write(text)
         while True:
             target = os.path.join(task_dir, str(next_version(task_dir)))
             try:

@@ -190,6 +190,7 @@ def run_train(task, argv=None):
     print(f"[{task.NAME}] preset {cfg.preset}, data {cfg.data.source}, run folder {run_dir}")
     splits = task.build_datasets(cfg)
     info = splits.info
+    report_lib.write_json_atomic(os.path.join(run_dir, "info.json"), info)
     compile_args = task.compile_args(cfg, info)
 
     # 1. Float training (skipped on --resume when it already finished).
@@ -250,7 +251,9 @@ def run_train(task, argv=None):
         artifacts[key] = name
     print(f"[{task.NAME}] exporting SavedModel for TF Serving")
     endpoints = task.build_serving_model(model, cfg, info)
-    saved_model_dir = export.export_saved_model(model, endpoints, cfg.run.export_dir, task.NAME)
+    saved_model_dir = export.export_saved_model(
+        model, endpoints, cfg.run.export_dir, task.NAME,
+        extra_files={"config.json": cfg.to_json(), "info.json": _json_text(info)})
     artifacts["saved_model"] = os.path.abspath(saved_model_dir)
     seconds["export"] = time.time() - phase
 
@@ -328,3 +331,121 @@ def run_train(task, argv=None):
 
 def main_train(task, argv=None):
     return cli.main_guard(lambda: run_train(task, argv))
+
+
+def _json_text(data):
+    import json
+    return json.dumps(report_lib._jsonable(data), indent=2)
+
+
+# --- evaluate / export / predict --------------------------------------------
+
+def find_run_files(model_path):
+    """`config.json` and `info.json` saved beside a model by `run_train`.
+
+    They sit in the run folder (beside `.keras` / `.tflite`) or in a
+    SavedModel's `assets.extra/`.
+    """
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    for candidate in (folder, os.path.join(folder, "assets.extra")):
+        config_path = os.path.join(candidate, "config.json")
+        if os.path.exists(config_path):
+            info_path = os.path.join(candidate, "info.json")
+            return config_path, info_path if os.path.exists(info_path) else None
+    return None, None
+
+
+def load_run_config(task, model_path, config_path=None, overrides=()):
+    """The training config of `model_path` (or `config_path`), with overrides."""
+    import json
+
+    from common import config as config_lib
+
+    info = None
+    found_config, info_path = find_run_files(model_path)
+    config_path = config_path or found_config
+    if config_path is None:
+        raise UserError(
+            f"{model_path}: no config.json beside the model; pass --config "
+            "PATH/config.json from its training run"
+        )
+    cfg = cli.load_config(task, config_path)
+    config_lib.apply_overrides(cfg, list(overrides))
+    if info_path:
+        with open(info_path) as handle:
+            info = json.load(handle)
+    return cfg, info
+
+
+def run_evaluate(task, argv=None):
+    """Score a `.keras`, `.tflite` or SavedModel on the test split of its data."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m tasks.{task.NAME}.evaluate",
+        description="Score a saved model on the test split its config names.")
+    parser.add_argument("model", help=".keras file, .tflite file or SavedModel folder")
+    parser.add_argument("--config", help="config.json of the training run "
+                        "(default: found beside the model)")
+    parser.add_argument("--data", help="score on other data than the training run's")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also score the trivial baseline")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"data.source={args.data}"] if args.data else [])
+    cfg, _ = load_run_config(task, args.model, args.config, overrides)
+    training.set_seed(cfg.run.seed)
+    splits = task.build_datasets(cfg)
+    raw_fn = load_raw_fn(task, args.model)
+    test = limited(splits.test, cfg)
+    results = {"model": args.model,
+               "metrics": task.evaluate(predict_fn_from_raw(task, raw_fn, cfg, splits.info),
+                                        test, splits.info)}
+    if args.baseline:
+        results["baseline"] = task.evaluate(task.baseline_predict_fn(splits, splits.info),
+                                            test, splits.info)
+    print(json.dumps(report_lib._jsonable(results), indent=2))
+    return results
+
+
+def run_export(task, argv=None):
+    """Export a trained `.keras` again: LiteRT float + post-training INT8 and a
+    new SavedModel version (QAT happens during training, not here)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m tasks.{task.NAME}.export",
+        description="Export a trained .keras model to LiteRT and TF Serving.")
+    parser.add_argument("model", help="the .keras file of a training run")
+    parser.add_argument("--config", help="config.json of the training run")
+    parser.add_argument("--export-dir", default=None, help="TF Serving root (default: the run's)")
+    parser.add_argument("--out", default=None, help="folder for the .tflite files "
+                        "(default: beside the model)")
+    args = parser.parse_args(argv)
+    if not args.model.endswith(".keras"):
+        raise UserError(f"{args.model}: expected a .keras file")
+    cfg, _ = load_run_config(task, args.model, args.config)
+    training.set_seed(cfg.run.seed)
+    splits = task.build_datasets(cfg)
+    model = keras.saving.load_model(args.model, custom_objects=custom_objects(task),
+                                    safe_mode=True)
+    edge = _optional(task, "edge_model", lambda m, c: m)(model, cfg)
+    out = args.out or os.path.dirname(os.path.abspath(args.model))
+    os.makedirs(out, exist_ok=True)
+    representative = _optional(task, "representative_dataset", None)
+    representative = representative(splits, cfg) if representative else \
+        export.representative_from_dataset(splits.train.unbatch().batch(1).take(
+            cfg.export.representative_samples), cfg.export.representative_samples)
+    written = {"tflite_float": os.path.join(out, "export_float.tflite"),
+               "tflite_ptq_int8": os.path.join(out, "export_ptq_int8.tflite")}
+    export.convert_to_tflite(edge, written["tflite_float"])
+    ops = export.convert_to_tflite(edge, written["tflite_ptq_int8"], representative)
+    written["saved_model"] = export.export_saved_model(
+        model, task.build_serving_model(model, cfg, splits.info),
+        args.export_dir or cfg.run.export_dir, task.NAME,
+        extra_files={"config.json": cfg.to_json(), "info.json": _json_text(splits.info)})
+    print(json.dumps({"written": written, "int8_ops": ops}, indent=2))
+    return written

@@ -218,15 +218,14 @@ def _output_needs_range(layer, consumer_layers, is_model_output):
 
 def quantize_model(model):
     """A fake-quant clone of a Functional `model`, with its weights copied."""
-    if not isinstance(model, keras.Model) or not hasattr(model, "_inbound_nodes"):
-        raise ValueError(f"quantize_model expects a Keras model, got {type(model)}")
-    try:
-        consumers = _consumers(model)
-    except AttributeError:
+    from keras.src.models.functional import Functional
+
+    if not isinstance(model, Functional):
         raise ValueError(
-            f"quantize_model needs a Functional model; {model.name!r} is "
-            f"{type(model).__name__}"
-        ) from None
+            f"quantize_model needs a Functional model; {getattr(model, 'name', model)!r} "
+            f"is {type(model).__name__}"
+        )
+    consumers = _consumers(model)
     layers_by_name = {layer.name: layer for layer in model.layers}
     output_names = {t._keras_history.operation.name for t in model.outputs}
     input_quantizers = {}

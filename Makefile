@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# The virtual environment is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv demo test test-fast benchmark clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# The main job: segmentation on the built-in data, default preset.
+demo: $(STAMP)
+	$(BIN)/python -m tasks.segmentation.train --preset default
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Everything except the end-to-end runs.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/segmentation.py
+
+clean:
+	rm -rf runs .pytest_cache

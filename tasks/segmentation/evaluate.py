@@ -1,0 +1,15 @@
+"""Score a saved segmentation model (.keras, .tflite or SavedModel) on its test split.
+
+    python -m tasks.segmentation.evaluate runs/segmentation-default/model_int8.tflite
+"""
+
+import tasks.segmentation as task
+from common import cli, pipeline
+
+
+def main(argv=None):
+    return cli.main_guard(lambda: pipeline.run_evaluate(task, argv))
+
+
+if __name__ == "__main__":
+    main()

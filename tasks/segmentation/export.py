@@ -1,0 +1,15 @@
+"""Export a trained U-Net again: LiteRT float and INT8, and a new SavedModel version.
+
+    python -m tasks.segmentation.export runs/segmentation-default/model.keras
+"""
+
+import tasks.segmentation as task
+from common import cli, pipeline
+
+
+def main(argv=None):
+    return cli.main_guard(lambda: pipeline.run_export(task, argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Segment images with a trained model; writes a class-index mask and an overlay per image.
+
+    python -m tasks.segmentation.predict photo.jpg other.png \\
+        --model runs/segmentation-default/model_int8.tflite --out predictions/
+"""
+
+import argparse
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import tasks.segmentation as task
+from common import cli, data as data_lib, pipeline, visualize
+
+
+def segment_image(raw_fn, image, image_size):
+    """Class map at the image's own size for one uint8 (H, W, 3) image."""
+    resized = tf.image.resize(image[None].astype(np.float32) / 255.0,
+                              (image_size, image_size), antialias=True).numpy()
+    logits = np.asarray(raw_fn(resized))
+    logits = tf.image.resize(logits, image.shape[:2], method="bilinear").numpy()
+    return logits[0].argmax(-1).astype(np.uint8)
+
+
+def run(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tasks.segmentation.predict",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--model", default="runs/segmentation-default/model.keras",
+                        help=".keras, .tflite or SavedModel folder")
+    parser.add_argument("--config", help="config.json of the training run")
+    parser.add_argument("--out", default="predictions", help="output folder")
+    args = parser.parse_args(argv)
+    cfg, info = pipeline.load_run_config(task, args.model, args.config)
+    raw_fn = pipeline.load_raw_fn(task, args.model)
+    num_classes = info["num_classes"] if info else None
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for path in args.images:
+        image = data_lib.read_image(path, channels=3)
+        mask = segment_image(raw_fn, image, cfg.data.image_size)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        mask_path = os.path.join(args.out, f"{stem}_mask.png")
+        Image.fromarray(mask).save(mask_path)
+        colours = visualize.palette(num_classes or int(mask.max()) + 1)
+        overlay_path = os.path.join(args.out, f"{stem}_overlay.png")
+        Image.fromarray(visualize.overlay_mask(image, mask, colours)).save(overlay_path)
+        counts = np.bincount(mask.ravel(), minlength=len(colours))
+        names = info["class_names"] if info else [str(k) for k in range(len(colours))]
+        share = ", ".join(f"{names[k]} {100 * c / mask.size:.1f}%" for k, c in enumerate(counts) if c)
+        print(f"{path}: {mask_path} ({share})")
+        written.append(mask_path)
+    return written
+
+
+def main(argv=None):
+    return cli.main_guard(lambda: run(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import config, training
+from common.data import Splits
+from common.errors import UserError
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    train = config.TrainConfig(learning_rate=1e-2, schedule="cosine", warmup_epochs=1, epochs=4)
+    schedule = training.make_schedule(train, steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 10, 25, 39)]
+    assert values[0] < values[1] and values[1] == pytest.approx(1e-2, rel=1e-3)
+    assert values[1] > values[2] > values[3]
+
+
+def test_step_schedule_drops_tenfold():
+    schedule = training.make_schedule(config.TrainConfig(learning_rate=1.0, schedule="step",
+                                                         epochs=4), steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (0, 25, 35)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+@pytest.mark.parametrize("name, expected", [("sgd", keras.optimizers.SGD),
+                                            ("momentum", keras.optimizers.SGD),
+                                            ("adam", keras.optimizers.Adam),
+                                            ("adamw", keras.optimizers.AdamW)])
+def test_optimizers_by_name(name, expected):
+    optimizer = training.make_optimizer(config.TrainConfig(optimizer=name, clipnorm=1.0), 5)
+    assert isinstance(optimizer, expected) and optimizer.global_clipnorm == 1.0
+    if name == "momentum":
+        assert optimizer.momentum == 0.9
+
+
+def test_unknown_optimizer_schedule_and_strategy_are_user_errors():
+    with pytest.raises(UserError, match="unknown optimizer 'rmsprop'"):
+        training.make_optimizer(config.TrainConfig(optimizer="rmsprop"), 5)
+    with pytest.raises(UserError, match="unknown schedule 'linear'"):
+        training.make_schedule(config.TrainConfig(schedule="linear"), 5)
+    with pytest.raises(UserError, match="unknown strategy 'horovod'"):
+        training.make_strategy("horovod")
+
+
+def test_label_smoothing_matches_the_formula():
+    loss = training.sparse_categorical_loss(num_classes=4, label_smoothing=0.2)
+    logits = np.array([[2.0, 0.5, -1.0, 0.0]], "float32")
+    probabilities = np.exp(logits) / np.exp(logits).sum()
+    target = np.full(4, 0.2 / 4)
+    target[1] += 0.8
+    expected = -(target * np.log(probabilities)).sum()
+    assert float(loss(np.array([1]), logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_xla_follows_the_flag_and_defaults_to_the_hardware():
+    assert training.use_xla(config.RunConfig(xla=True)) is True
+    assert training.use_xla(config.RunConfig(xla=False)) is False
+    assert training.use_xla(config.RunConfig()) == training.gpu_available()
+
+
+class _StopAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _regression_splits():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = x @ np.array([1.0, -2.0, 0.5, 3.0], "float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    return Splits(train=dataset, val=dataset, test=dataset)
+
+
+def test_fit_learns_and_resumes_after_an_interruption(tmp_path, monkeypatch):
+    cfg = config.BaseConfig()
+    cfg.train.epochs, cfg.train.learning_rate, cfg.train.schedule = 4, 0.3, "constant"
+    splits = _regression_splits()
+    stage = str(tmp_path / "stage")
+
+    def model():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+    original = training.make_callbacks
+    monkeypatch.setattr(training, "make_callbacks",
+                        lambda *a, **k: original(*a, **k) + [_StopAtEpoch(2)])
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(model(), splits, cfg, {"loss": "mse"}, stage)
+    monkeypatch.setattr(training, "make_callbacks", original)
+    history = training.fit(model(), splits, cfg, {"loss": "mse"}, stage)
+    assert len(history["loss"]) == 2  # epochs 3 and 4 only: 1 and 2 were restored
+    logged = training.read_history(stage)
+    assert logged["epoch"] == [0, 1, 2, 3]
+    assert logged["loss"][-1] < 0.5 * logged["loss"][0]
+    assert os.path.exists(os.path.join(stage, "best.weights.h5"))
