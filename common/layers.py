@@ -20,6 +20,10 @@ ACTIVATIONS = {
     "linear": "linear",
 }
 
+# Keras's default (0.99) makes the moving statistics lag far behind the
+# weights in short runs; 0.9 tracks them within a few dozen steps.
+BATCH_NORM_MOMENTUM = 0.9
+
 INITIALIZERS = {
     "glorot_uniform": "glorot_uniform",
     "xavier": "glorot_uniform",
@@ -68,7 +72,7 @@ def conv_bn_act(x, filters, kernel_size=3, strides=1, dilation_rate=1,
         kernel_initializer=get_initializer(initializer),
         name=f"{name}_conv" if name else None,
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn" if name else None)(x)
+    x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn" if name else None)(x)
     return _activation_layer(activation, f"{name}_act" if name else None)(x)
 
 
@@ -82,7 +86,7 @@ def separable_block(x, filters, kernel_size=3, strides=1, activation="relu",
         depthwise_initializer=get_initializer(initializer),
         name=f"{name}_depthwise" if name else None,
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_depthwise_bn" if name else None)(x)
+    x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_depthwise_bn" if name else None)(x)
     x = _activation_layer(activation, f"{name}_depthwise_act" if name else None)(x)
     return conv_bn_act(x, filters, 1, activation=activation, initializer=initializer,
                        name=f"{name}_pointwise" if name else None)
@@ -114,7 +118,7 @@ def residual_block(x, filters, strides=1, activation="relu", initializer="he_nor
             kernel_initializer=get_initializer(initializer),
             name=f"{name}_project" if name else None,
         )(x)
-        shortcut = keras.layers.BatchNormalization(
+        shortcut = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, 
             name=f"{name}_project_bn" if name else None)(shortcut)
     x = conv_bn_act(x, filters, 3, strides=strides, activation=activation,
                     initializer=initializer, name=f"{name}_a" if name else None)
@@ -123,6 +127,6 @@ def residual_block(x, filters, strides=1, activation="relu", initializer="he_nor
         kernel_initializer=get_initializer(initializer),
         name=f"{name}_b_conv" if name else None,
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_b_bn" if name else None)(x)
+    x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_b_bn" if name else None)(x)
     x = keras.layers.Add(name=f"{name}_add" if name else None)([x, shortcut])
     return _activation_layer(activation, f"{name}_out" if name else None)(x)

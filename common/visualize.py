@@ -17,13 +17,17 @@ def palette(num_classes):
     return colours
 
 
-def overlay_mask(image, mask, colours, alpha=0.5):
-    """Blend class colours over a uint8 or [0, 1] float image."""
+def overlay_mask(image, mask, colours, alpha=0.6, background_class=0):
+    """Blend class colours over a uint8 or [0, 1] float image; pixels of
+    `background_class` keep the image as it is."""
     image = np.asarray(image, np.float32)
     if image.max() <= 1.0:
         image = image * 255.0
-    coloured = colours[np.asarray(mask, np.int64)].astype(np.float32)
-    return np.clip((1 - alpha) * image + alpha * coloured, 0, 255).astype(np.uint8)
+    mask = np.asarray(mask, np.int64)
+    coloured = colours[mask].astype(np.float32)
+    weight = np.where(mask == background_class, 0.0, alpha)[..., None] \
+        if background_class is not None else alpha
+    return np.clip((1 - weight) * image + weight * coloured, 0, 255).astype(np.uint8)
 
 
 def save_grid(rows, column_titles, path, legend=None):

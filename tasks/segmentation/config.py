@@ -42,11 +42,11 @@ class Config(config.BaseConfig):
 PRESETS = {
     # Seconds on 2 CPU cores: proves the flow, not the quality.
     "smoke": {
-        "data.image_size": 32, "data.num_train": 192, "data.num_val": 32,
-        "data.num_test": 48, "model.filters": 8, "model.depth": 2,
-        "train.epochs": 4, "train.batch_size": 16, "train.learning_rate": 3e-3,
-        "qat.epochs": 1, "export.representative_samples": 32,
-        "export.latency_samples": 5,
+        "data.image_size": 32, "data.num_train": 512, "data.num_val": 32,
+        "data.num_test": 48, "data.augment": False, "model.filters": 8,
+        "model.depth": 2, "train.epochs": 10, "train.batch_size": 8,
+        "train.learning_rate": 1e-2, "qat.epochs": 1,
+        "export.representative_samples": 32, "export.latency_samples": 5,
     },
     # The built-in demo: under 10 minutes on 2 CPU cores.
     "default": {

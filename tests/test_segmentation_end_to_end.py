@@ -1,0 +1,148 @@
+"""The whole flow on the smoke preset: train, QAT, export, evaluate, serve, predict."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tasks.segmentation import evaluate as evaluate_cli
+from tasks.segmentation import predict as predict_cli
+from tasks.segmentation import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("segmentation")
+    out, export_dir = str(root / "run"), str(root / "saved_models")
+    report = train.main(["--preset", "smoke", "--out", out, "--export-dir", export_dir])
+    return report, out, export_dir
+
+
+def test_report_follows_the_contract(run):
+    report, out, _ = run
+    for key in ("task", "preset", "data", "primary_metric", "metrics", "artifacts",
+                "sizes_bytes", "latency_ms", "seconds"):
+        assert key in report
+    assert set(report["metrics"]) >= {"float", "int8", "ptq_int8", "baseline"}
+    assert set(report["seconds"]) >= {"train", "qat", "export", "total"}
+    with open(os.path.join(out, "report.json")) as handle:
+        assert json.load(handle)["primary_metric"] == "dice"
+    for picture in ("training_curves.png", "metrics.png", "samples.png"):
+        assert os.path.getsize(os.path.join(out, picture)) > 5000
+    assert os.path.exists(os.path.join(out, "report.md"))
+
+
+def test_smoke_run_learns(run):
+    report, out, _ = run
+    metrics = report["metrics"]
+    # The smoke preset is seconds of training: it must clearly beat the
+    # all-background baseline, not reach the default preset's quality.
+    assert metrics["float"]["dice"] > metrics["baseline"]["dice"] + 0.1
+    assert metrics["float"]["pixel_accuracy"] > metrics["baseline"]["pixel_accuracy"] + 0.02
+    with open(os.path.join(out, "stages", "float", "history.csv")) as handle:
+        losses = [float(line.split(",")[1]) for line in handle.readlines()[1:]]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_int8_is_integer_small_and_close_to_float(run):
+    report, _, _ = run
+    ops = report["int8_ops"]["tflite_int8"]
+    assert ops["float_compute_ops"] == [] and ops["ops"]["CONV_2D/int8"] >= 10
+    assert report["sizes_bytes"]["tflite_int8"] < 0.5 * report["sizes_bytes"]["tflite_float"]
+    float_dice = report["metrics"]["float"]["dice"]
+    assert abs(report["metrics"]["tflite_float"]["dice"] - float_dice) < 1e-3
+    assert report["metrics"]["int8"]["dice"] > float_dice - 0.1
+    assert report["metrics"]["ptq_int8"]["dice"] > float_dice - 0.1
+
+
+def test_saved_model_serves_uint8_images_of_any_size(run):
+    report, _, _ = run
+    serving = tf.saved_model.load(report["artifacts"]["saved_model"]).signatures["serving_default"]
+    for height, width in ((17, 45), (64, 64)):
+        images = tf.constant(np.random.randint(0, 255, (2, height, width, 3), np.uint8))
+        result = serving(images=images)
+        assert result["classes"].shape == (2, height, width)
+        assert result["classes"].dtype == tf.int32
+        assert int(tf.reduce_max(result["classes"])) < 4
+
+
+def test_evaluate_cli_reproduces_the_report(run, capsys):
+    report, out, _ = run
+    for artifact, key in (("model_int8.tflite", "int8"), ("model.keras", "float")):
+        capsys.readouterr()
+        evaluate_cli.main([os.path.join(out, artifact)])
+        scored = json.loads(capsys.readouterr().out)
+        assert scored["metrics"]["dice"] == pytest.approx(report["metrics"][key]["dice"], abs=1e-6)
+    capsys.readouterr()
+    evaluate_cli.main([report["artifacts"]["saved_model"]])
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["metrics"]["dice"] == pytest.approx(report["metrics"]["float"]["dice"], abs=1e-3)
+
+
+def test_predict_writes_masks_at_the_image_size(run, tmp_path):
+    _, out, _ = run
+    image = np.random.randint(0, 255, (30, 50, 3), np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    written = predict_cli.run([str(tmp_path / "photo.png"), "--model",
+                               os.path.join(out, "model_int8.tflite"), "--out", str(tmp_path)])
+    mask = np.asarray(Image.open(written[0]))
+    assert mask.shape == (30, 50) and mask.max() < 4
+    assert os.path.exists(tmp_path / "photo_overlay.png")
+
+
+def test_a_second_run_exports_a_new_version(run, tmp_path):
+    _, _, export_dir = run
+    from tasks.segmentation import export as export_cli
+
+    before = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
+    export_cli.main([os.path.join(run[1], "model.keras"), "--out", str(tmp_path)])
+    after = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
+    assert before == ["1"] and after == ["1", "2"]
+
+
+def test_unknown_preset_and_key_fail_with_one_line(tmp_path):
+    for argv, message in ((["--preset", "huge"], "unknown preset 'huge'"),
+                          (["--set", "model.filterz=3"], "unknown config key 'model.filterz'")):
+        result = subprocess.run([sys.executable, "-m", "tasks.segmentation.train", *argv,
+                                 "--out", str(tmp_path / "x")], capture_output=True, text=True)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+        assert "Traceback" not in result.stderr
+
+
+def test_killed_training_resumes_where_it_stopped(tmp_path):
+    out = str(tmp_path / "run")
+    argv = ["--preset", "smoke", "--out", out, "--export-dir", str(tmp_path / "sm"),
+            "--epochs", "12", "--no-qat", "--set", "data.num_train=128"]
+    process = subprocess.Popen([sys.executable, "-m", "tasks.segmentation.train", *argv],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = os.path.join(out, "stages", "float", "backup", "training_metadata.json")
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(metadata):
+            with open(metadata) as handle:
+                if json.load(handle).get("epoch", 0) >= 2:
+                    break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with open(metadata) as handle:
+        done = json.load(handle)["epoch"]
+    assert 2 <= done < 12
+    refused = subprocess.run([sys.executable, "-m", "tasks.segmentation.train", *argv],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+    report = train.main(argv + ["--resume"])
+    with open(os.path.join(out, "stages", "float", "history.csv")) as handle:
+        epochs = [int(line.split(",")[0]) for line in handle.readlines()[1:]]
+    assert epochs[-1] == 11 and len(epochs) <= 12 + 1  # continued, not restarted
+    assert report["metrics"]["float"]["dice"] > report["metrics"]["baseline"]["dice"]
