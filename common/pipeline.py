@@ -24,9 +24,12 @@ Required names on the task package:
 - `build_serving_model(model, cfg, info) -> dict`: TF Serving endpoints,
   `{"serving_default": (fn, [tf.TensorSpec, ...]), ...}` where `fn` may use
   TF ops (resize, decode, tokenizer, argmax) around `model`.
-- `evaluate(predict_fn, dataset, info) -> dict`: metric name -> float (lists
-  allowed for per-class values). `predict_fn(inputs) -> outputs` takes one
-  batch of inputs as numpy (array or dict of arrays) and returns numpy.
+- `metrics.evaluate(predict_fn, dataset, info) -> dict`: metric name ->
+  float (lists/dicts allowed for per-class values). `predict_fn(inputs) ->
+  outputs` takes one batch of inputs as numpy (array or dict of arrays) and
+  returns numpy. It is read from the task's `metrics` module because the
+  package attribute `evaluate` becomes the `evaluate.py` CLI module as soon
+  as that module is imported.
 - `baseline_predict_fn(splits, info) -> predict_fn`: the trivial baseline,
   scored by the same `evaluate`.
 
@@ -53,6 +56,7 @@ Optional names (the default is used when absent):
 """
 
 import dataclasses
+import importlib
 import os
 import shutil
 import time
@@ -142,6 +146,11 @@ def load_raw_fn(task, path):
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         return saved_model_raw_fn(path)
     raise UserError(f"{path}: expected a .keras file, a .tflite file or a SavedModel folder")
+
+
+def task_evaluate(task):
+    """The task's metric function (see the contract above for why `metrics`)."""
+    return importlib.import_module(f"{task.__name__}.metrics").evaluate
 
 
 def predict_fn_from_raw(task, raw_fn, cfg, info):
@@ -270,8 +279,8 @@ def run_train(task, argv=None):
     for name, raw_fn in scored:
         print(f"[{task.NAME}] evaluating {name}")
         predict_fns[name] = predict_fn_from_raw(task, raw_fn, cfg, info)
-        metrics[name] = task.evaluate(predict_fns[name], test, info)
-    metrics["baseline"] = task.evaluate(task.baseline_predict_fn(splits, info), test, info)
+        metrics[name] = task_evaluate(task)(predict_fns[name], test, info)
+    metrics["baseline"] = task_evaluate(task)(task.baseline_predict_fn(splits, info), test, info)
     seconds["evaluate"] = time.time() - phase
 
     # 5. Sizes, latency, pictures, report.
@@ -401,11 +410,11 @@ def run_evaluate(task, argv=None):
     raw_fn = load_raw_fn(task, args.model)
     test = limited(splits.test, cfg)
     results = {"model": args.model,
-               "metrics": task.evaluate(predict_fn_from_raw(task, raw_fn, cfg, splits.info),
-                                        test, splits.info)}
+               "metrics": task_evaluate(task)(
+                   predict_fn_from_raw(task, raw_fn, cfg, splits.info), test, splits.info)}
     if args.baseline:
-        results["baseline"] = task.evaluate(task.baseline_predict_fn(splits, splits.info),
-                                            test, splits.info)
+        results["baseline"] = task_evaluate(task)(
+            task.baseline_predict_fn(splits, splits.info), test, splits.info)
     print(json.dumps(report_lib._jsonable(results), indent=2))
     return results
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -12,9 +13,18 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tasks.segmentation import evaluate as evaluate_cli
 from tasks.segmentation import predict as predict_cli
 from tasks.segmentation import train
+
+
+def run_cli(verb, argv, monkeypatch):
+    """Run `python -m tasks.segmentation.<verb>` in this process.
+
+    runpy keeps the package attribute `evaluate` (the metric function) from
+    being replaced by the CLI module, as `python -m` does.
+    """
+    monkeypatch.setattr(sys, "argv", [verb, *argv])
+    runpy.run_module(f"tasks.segmentation.{verb}", run_name="__main__")
 
 pytestmark = pytest.mark.slow
 
@@ -75,15 +85,15 @@ def test_saved_model_serves_uint8_images_of_any_size(run):
         assert int(tf.reduce_max(result["classes"])) < 4
 
 
-def test_evaluate_cli_reproduces_the_report(run, capsys):
+def test_evaluate_cli_reproduces_the_report(run, capsys, monkeypatch):
     report, out, _ = run
     for artifact, key in (("model_int8.tflite", "int8"), ("model.keras", "float")):
         capsys.readouterr()
-        evaluate_cli.main([os.path.join(out, artifact)])
+        run_cli("evaluate", [os.path.join(out, artifact)], monkeypatch)
         scored = json.loads(capsys.readouterr().out)
         assert scored["metrics"]["dice"] == pytest.approx(report["metrics"][key]["dice"], abs=1e-6)
     capsys.readouterr()
-    evaluate_cli.main([report["artifacts"]["saved_model"]])
+    run_cli("evaluate", [report["artifacts"]["saved_model"]], monkeypatch)
     scored = json.loads(capsys.readouterr().out)
     assert scored["metrics"]["dice"] == pytest.approx(report["metrics"]["float"]["dice"], abs=1e-3)
 
@@ -99,12 +109,10 @@ def test_predict_writes_masks_at_the_image_size(run, tmp_path):
     assert os.path.exists(tmp_path / "photo_overlay.png")
 
 
-def test_a_second_run_exports_a_new_version(run, tmp_path):
-    _, _, export_dir = run
-    from tasks.segmentation import export as export_cli
-
+def test_a_second_export_makes_a_new_version(run, tmp_path, monkeypatch):
+    _, out, export_dir = run
     before = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
-    export_cli.main([os.path.join(run[1], "model.keras"), "--out", str(tmp_path)])
+    run_cli("export", [os.path.join(out, "model.keras"), "--out", str(tmp_path)], monkeypatch)
     after = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
     assert before == ["1"] and after == ["1", "2"]
 
