@@ -169,6 +169,24 @@ def next_version(task_dir):
     return max(versions, default=0) + 1
 
 
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(task_dir):
+    """Delete half-written exports of killed processes (`.tmp-export-<pid>-*`)."""
+    for name in os.listdir(task_dir):
+        match = re.fullmatch(r"\.tmp-export-(\d+)-.*", name)
+        if match and not _process_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(task_dir, name), ignore_errors=True)
+
+
 def export_saved_model(model, endpoints, export_dir, task_name, extra_files=None):
     """Write a new version of `model` under `<export_dir>/<task_name>/<N>/`.
 
@@ -179,13 +197,14 @@ def export_saved_model(model, endpoints, export_dir, task_name, extra_files=None
     """
     task_dir = os.path.join(export_dir, task_name)
     os.makedirs(task_dir, exist_ok=True)
+    remove_stale_temporaries(task_dir)
     all_endpoints = dict(endpoints)
     all_endpoints.setdefault(
         "raw", (_raw_function(model), [input_signature(model)])
     )
     if "serving_default" not in all_endpoints:
         raise ValueError("build_serving_model must return a 'serving_default' endpoint")
-    temporary = tempfile.mkdtemp(prefix=".tmp-export-", dir=task_dir)
+    temporary = tempfile.mkdtemp(prefix=f".tmp-export-{os.getpid()}-", dir=task_dir)
     try:
         write_saved_model(os.path.join(temporary, "model"), model, all_endpoints)
         if extra_files:

@@ -82,6 +82,20 @@ def test_saved_model_versions_count_up_and_never_overwrite(trained, tmp_path):
     assert list(raw(tf.constant(x[:2])).values())[0].shape == (2, 3)
 
 
+def test_half_written_exports_of_dead_processes_are_removed(trained, tmp_path):
+    model, _, _ = trained
+    stale = tmp_path / "demo" / ".tmp-export-999999999-abc"
+    stale.mkdir(parents=True)
+    (stale / "saved_model.pb").write_bytes(b"half")
+
+    def identity(images):
+        return {"out": model(images)}
+
+    endpoints = {"serving_default": (identity, [tf.TensorSpec([None, 8, 8, 3], tf.float32)])}
+    export.export_saved_model(model, endpoints, str(tmp_path), "demo")
+    assert sorted(os.listdir(tmp_path / "demo")) == ["1"]
+
+
 def test_tflite_write_is_atomic(trained, tmp_path, monkeypatch):
     model, _, _ = trained
     target = tmp_path / "model.tflite"

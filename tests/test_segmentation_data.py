@@ -36,7 +36,7 @@ def test_synthetic_data_is_repeatable_and_the_test_split_is_fixed():
 def test_splits_have_fixed_shapes_and_float_images():
     splits = build_datasets(_cfg())
     images, masks = next(iter(splits.train))
-    assert images.shape == (16, 32, 32, 3) and masks.shape == (16, 32, 32)
+    assert images.shape == (8, 32, 32, 3) and masks.shape == (8, 32, 32)
     assert 0.0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 1.0
     assert splits.info["num_classes"] == 4 and splits.info["num_test"] == 48
 
