@@ -71,6 +71,10 @@ class Distiller(keras.Model):
         self.teacher.trainable = False
         self.alpha = float(alpha)
         self.temperature = float(temperature)
+        # Both models already have their weights; callbacks such as
+        # BackupAndRestore refuse an unbuilt model.
+        if student.built and teacher.built:
+            self.built = True
 
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)

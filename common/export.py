@@ -27,6 +27,26 @@ COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"
                "TRANSPOSE_CONV", "CONV_3D")
 
 
+def as_float32(model):
+    """`model` with every layer computing in float32 (a copy when it was
+    trained with mixed precision): LiteRT has no bfloat16 kernels and most
+    serving CPUs no fast float16."""
+    mixed = [layer for layer in model.layers
+             if getattr(layer, "compute_dtype", "float32") not in ("float32", None)]
+    if not mixed:
+        return model
+
+    def clone_function(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone_function)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def input_signature(model, batch_size=None):
     """TensorSpecs matching `model`'s inputs (a dict for dict-input models)."""
     def spec(tensor):
@@ -78,6 +98,7 @@ def convert_to_tflite(model, path, representative_dataset=None,
     become int8 when `int8_io` is set (the runner scales them).
     Returns the op report.
     """
+    model = as_float32(model)
     signature = input_signature(model, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
         saved_model_dir = os.path.join(folder, "saved_model")

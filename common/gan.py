@@ -104,11 +104,17 @@ class AdversarialTrainer(keras.Model):
         names = ["d_loss", "g_loss", "g_adversarial", "d_real", "d_fake"]
         names += [content.name for content in self.content_losses]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        # Both networks arrive built; saying so lets BackupAndRestore and
+        # save_weights work before the first step.
+        self.built = True
 
     def compile(self, generator_optimizer, discriminator_optimizer, **kwargs):
         super().compile(**kwargs)
         self.generator_optimizer = generator_optimizer
         self.discriminator_optimizer = discriminator_optimizer
+        # Built now so their slots exist for a resumed run's restore.
+        generator_optimizer.build(self.generator.trainable_variables)
+        discriminator_optimizer.build(self.discriminator.trainable_variables)
 
     @property
     def metrics(self):
@@ -116,10 +122,6 @@ class AdversarialTrainer(keras.Model):
 
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
-
-    def build(self, input_shape=None):
-        # Sub-models are built Functional models; optimizers build on first use.
-        self.built = True
 
     # --- losses -------------------------------------------------------------
 

@@ -259,9 +259,10 @@ def run_train(task, argv=None):
                                                    representative)
         artifacts[key] = name
     print(f"[{task.NAME}] exporting SavedModel for TF Serving")
-    endpoints = task.build_serving_model(model, cfg, info)
+    serving = export.as_float32(model)
+    endpoints = task.build_serving_model(serving, cfg, info)
     saved_model_dir = export.export_saved_model(
-        model, endpoints, cfg.run.export_dir, task.NAME,
+        serving, endpoints, cfg.run.export_dir, task.NAME,
         extra_files={"config.json": cfg.to_json(), "info.json": _json_text(info)})
     artifacts["saved_model"] = os.path.abspath(saved_model_dir)
     seconds["export"] = time.time() - phase
@@ -270,7 +271,7 @@ def run_train(task, argv=None):
     phase = time.time()
     test = limited(splits.test, cfg)
     metrics = {}
-    scored = [("float", keras_raw_fn(edge))]
+    scored = [("float", keras_raw_fn(export.as_float32(edge)))]
     for name, key in (("tflite_float", "tflite_float"), ("int8", "tflite_int8"),
                       ("ptq_int8", "tflite_ptq_int8")):
         if key in artifacts:

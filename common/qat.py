@@ -120,6 +120,8 @@ class ActivationFakeQuant(keras.layers.Layer):
     """
 
     def __init__(self, momentum=0.99, **kwargs):
+        # Ranges and fake-quant run in float32 whatever the precision policy.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.momentum = momentum
 

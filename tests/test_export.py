@@ -112,3 +112,20 @@ def test_tflite_write_is_atomic(trained, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         export.convert_to_tflite(model, str(target))
     assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_mixed_precision_models_export_as_float32(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((8, 8, 3))
+        x = layers.conv_bn_act(inputs, 4, name="a")
+        model = keras.Model(inputs, keras.layers.Conv2D(2, 1, dtype="float32")(x))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("a_conv").compute_dtype == "bfloat16"
+    copy = export.as_float32(model)
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    x = np.random.rand(2, 8, 8, 3).astype("float32")
+    np.testing.assert_allclose(copy(x), model(x), atol=0.05)
+    report = export.convert_to_tflite(model, str(tmp_path / "m.tflite"))
+    assert "CONV_2D/float32" in report["ops"]
