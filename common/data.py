@@ -7,7 +7,7 @@ examples in and batches out.
 import dataclasses
 import os
 import socket
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +26,9 @@ class Splits:
     val: tf.data.Dataset
     test: tf.data.Dataset
     info: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Training examples in a fixed order without augmentation, for INT8
+    # calibration; None falls back to the validation split.
+    calibration: Optional[tf.data.Dataset] = None
 
 
 def finish(dataset, batch_size, training, seed=0, augment=None, cache=True,

@@ -40,7 +40,9 @@ Optional names (the default is used when absent):
   LiteRT; default: `model` itself.
 - `representative_dataset(splits, cfg) -> callable`: returns a generator of
   lists of batch-1 numpy inputs; default: the first
-  `cfg.export.representative_samples` training examples.
+  `cfg.export.representative_samples` examples of `splits.calibration`
+  (unshuffled, unaugmented training examples; the validation split when the
+  task leaves it None).
 - `predict_fn_from_raw(raw_fn, cfg, info) -> predict_fn`: wraps a function
   giving the edge model's raw outputs (Keras or LiteRT alike) with host-side
   post-processing (e.g. box decoding + NMS); default: `raw_fn` unchanged.
@@ -148,6 +150,16 @@ def load_raw_fn(task, path):
     raise UserError(f"{path}: expected a .keras file, a .tflite file or a SavedModel folder")
 
 
+def representative_dataset(task, splits, cfg):
+    """The task's calibration generator, or the first examples of
+    `splits.calibration` (validation when absent): deterministic, never test."""
+    custom = _optional(task, "representative_dataset", None)
+    if custom:
+        return custom(splits, cfg)
+    source = splits.calibration if splits.calibration is not None else splits.val
+    return export.representative_from_dataset(source, cfg.export.representative_samples)
+
+
 def task_evaluate(task):
     """The task's metric function (see the contract above for why `metrics`)."""
     return importlib.import_module(f"{task.__name__}.metrics").evaluate
@@ -237,10 +249,7 @@ def run_train(task, argv=None):
 
     # 3. Export: LiteRT float, INT8 (QAT), INT8 (post-training), SavedModel.
     phase = time.time()
-    representative = _optional(task, "representative_dataset", None)
-    representative = representative(splits, cfg) if representative else \
-        export.representative_from_dataset(splits.train.unbatch().batch(1).take(
-            cfg.export.representative_samples), cfg.export.representative_samples)
+    representative = representative_dataset(task, splits, cfg)
     artifacts = {"keras": "model.keras"}
     op_reports = {}
     print(f"[{task.NAME}] exporting LiteRT float")
@@ -445,10 +454,7 @@ def run_export(task, argv=None):
     edge = _optional(task, "edge_model", lambda m, c: m)(model, cfg)
     out = args.out or os.path.dirname(os.path.abspath(args.model))
     os.makedirs(out, exist_ok=True)
-    representative = _optional(task, "representative_dataset", None)
-    representative = representative(splits, cfg) if representative else \
-        export.representative_from_dataset(splits.train.unbatch().batch(1).take(
-            cfg.export.representative_samples), cfg.export.representative_samples)
+    representative = representative_dataset(task, splits, cfg)
     written = {"tflite_float": os.path.join(out, "export_float.tflite"),
                "tflite_ptq_int8": os.path.join(out, "export_ptq_int8.tflite")}
     export.convert_to_tflite(edge, written["tflite_float"])

@@ -92,3 +92,18 @@ def test_empty_or_wrong_folders_are_refused(tmp_path):
         seg_data.read_folder(str(tmp_path / "images"), 32)
     with pytest.raises(DataError, match="--data 'nowhere'"):
         build_datasets(_cfg(**{"data.source": "nowhere"}))
+
+
+def test_calibration_examples_are_training_data_in_a_fixed_order():
+    from common import pipeline
+    import tasks.segmentation as task
+
+    cfg = _cfg(**{"data.augment": True, "export.representative_samples": 5})
+    splits = build_datasets(cfg)
+    first = [example[0] for example in pipeline.representative_dataset(task, splits, cfg)()]
+    again = [example[0] for example in pipeline.representative_dataset(task, splits, cfg)()]
+    assert len(first) == 5 and first[0].shape == (1, 32, 32, 3)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    train_images, _ = seg_data.synthetic_examples(1, 32, seed=cfg.run.seed)
+    np.testing.assert_allclose(first[0][0], train_images[0] / 255.0, atol=1e-6)

@@ -216,8 +216,10 @@ def build_datasets(cfg):
         )
     batch = cfg.train.batch_size
     augment_fn = _augment if cfg.data.augment else None
-    train = data_lib.finish(raw["train"].map(_to_float, num_parallel_calls=data_lib.AUTOTUNE),
-                            batch, training=True, seed=cfg.run.seed, augment=augment_fn)
+    train_examples = raw["train"].map(_to_float, num_parallel_calls=data_lib.AUTOTUNE)
+    train = data_lib.finish(train_examples, batch, training=True, seed=cfg.run.seed,
+                            augment=augment_fn)
+    calibration = data_lib.finish(train_examples, batch, training=False, cache=False)
     val = data_lib.finish(raw["val"].map(_to_float, num_parallel_calls=data_lib.AUTOTUNE),
                           batch, training=False)
     test = data_lib.finish(raw["test"].map(_to_float, num_parallel_calls=data_lib.AUTOTUNE),
@@ -230,4 +232,5 @@ def build_datasets(cfg):
         "num_test": counts.get("test"),
         "notes": notes,
     }
-    return data_lib.Splits(train=train, val=val, test=test, info=info)
+    return data_lib.Splits(train=train, val=val, test=test, info=info,
+                           calibration=calibration)
