@@ -88,6 +88,19 @@ def parse_train_args(task, argv=None):
     return config_from_args(task, args)
 
 
+def predict_parser(task, description, default_model, inputs_help="image files"):
+    """The arguments every `predict` shares: inputs, --model, --config, --out."""
+    parser = argparse.ArgumentParser(prog=f"python -m tasks.{task.NAME}.predict",
+                                     description=description)
+    parser.add_argument("inputs", nargs="+", help=inputs_help)
+    parser.add_argument("--model", default=default_model,
+                        help=".keras, .tflite or SavedModel folder")
+    parser.add_argument("--config", help="config.json of the training run "
+                        "(default: found beside the model)")
+    parser.add_argument("--out", default="predictions", help="output folder")
+    return parser
+
+
 def load_config(task, path):
     """A config saved as `config.json` by a training run."""
     with open(path) as handle:

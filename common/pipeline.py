@@ -396,6 +396,14 @@ def load_run_config(task, model_path, config_path=None, overrides=()):
     return cfg, info
 
 
+def load_for_predict(task, args):
+    """(cfg, info, raw_fn) for the `--model` / `--config` of a predict command."""
+    cfg, info = load_run_config(task, args.model, args.config)
+    raw_fn = load_raw_fn(task, args.model)
+    os.makedirs(args.out, exist_ok=True)
+    return cfg, info, raw_fn
+
+
 def run_evaluate(task, argv=None):
     """Score a `.keras`, `.tflite` or SavedModel on the test split of its data."""
     import argparse

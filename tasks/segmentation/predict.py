@@ -4,7 +4,6 @@
         --model runs/segmentation-default/model_int8.tflite --out predictions/
 """
 
-import argparse
 import os
 
 import numpy as np
@@ -25,20 +24,13 @@ def segment_image(raw_fn, image, image_size):
 
 
 def run(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tasks.segmentation.predict",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", default="runs/segmentation-default/model.keras",
-                        help=".keras, .tflite or SavedModel folder")
-    parser.add_argument("--config", help="config.json of the training run")
-    parser.add_argument("--out", default="predictions", help="output folder")
+    parser = cli.predict_parser(task, __doc__.splitlines()[0],
+                                default_model="runs/segmentation-default/model.keras")
     args = parser.parse_args(argv)
-    cfg, info = pipeline.load_run_config(task, args.model, args.config)
-    raw_fn = pipeline.load_raw_fn(task, args.model)
+    cfg, info, raw_fn = pipeline.load_for_predict(task, args)
     num_classes = info["num_classes"] if info else None
-    os.makedirs(args.out, exist_ok=True)
     written = []
-    for path in args.images:
+    for path in args.inputs:
         image = data_lib.read_image(path, channels=3)
         mask = segment_image(raw_fn, image, cfg.data.image_size)
         stem = os.path.splitext(os.path.basename(path))[0]
