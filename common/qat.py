@@ -40,7 +40,12 @@ PASS_THROUGH_LAYERS = (
     keras.layers.MaxPooling2D,
     keras.layers.SpatialDropout2D,
     keras.layers.GaussianNoise,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping2D,
+    keras.layers.UpSampling2D,
 )
+# A custom layer that only moves values around (slices, repeats) can say so
+# with a class attribute `quantization_pass_through = True`.
 
 
 def _symmetric_fake_quant(kernel, axis):
@@ -182,8 +187,8 @@ def _activation_name(layer):
 
 def _consumers(model):
     """Layer name -> names of the layers that read its output."""
-    consumers = {layer.name: set() for layer in model.layers}
-    for layer in model.layers:
+    consumers = {layer.name: set() for layer in model.operations}
+    for layer in model.operations:
         for node in layer._inbound_nodes:
             for tensor in node.input_tensors:
                 producer = tensor._keras_history.operation
@@ -195,7 +200,10 @@ def _output_needs_range(layer, consumer_layers, is_model_output):
     """Whether LiteRT keeps this layer's output as a tensor of its own."""
     if is_model_output:
         return True
-    if isinstance(layer, PASS_THROUGH_LAYERS):
+    if isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation != "nearest":
+        return True  # bilinear interpolation makes new values
+    if isinstance(layer, PASS_THROUGH_LAYERS) or getattr(
+            layer, "quantization_pass_through", False):
         return False
     produces_foldable = isinstance(
         layer, KERNEL_LAYERS + (keras.layers.BatchNormalization, keras.layers.Add)
@@ -228,7 +236,7 @@ def quantize_model(model):
             f"is {type(model).__name__}"
         )
     consumers = _consumers(model)
-    layers_by_name = {layer.name: layer for layer in model.layers}
+    layers_by_name = {op.name: op for op in model.operations}
     output_names = {t._keras_history.operation.name for t in model.outputs}
     input_quantizers = {}
 
@@ -248,6 +256,8 @@ def quantize_model(model):
         return input_quantizers[key]
 
     def call_function(layer, *args, **kwargs):
+        if not isinstance(layer, keras.layers.Layer):
+            return layer(*args, **kwargs)  # a bare op node (ops.split, +): no weights
         args = keras.tree.map_structure(
             lambda t: quantize_input(t)
             if keras.KerasTensor is type(t) and isinstance(
@@ -260,11 +270,14 @@ def quantize_model(model):
         consumer_layers = [layers_by_name[n] for n in consumers.get(layer.name, ())]
         if not _output_needs_range(original, consumer_layers, layer.name in output_names):
             return outputs
-        return keras.tree.map_structure(
-            lambda t: ActivationFakeQuant(name=f"{layer.name}_fq")(t)
-            if "float" in str(t.dtype) else t,
-            outputs,
-        )
+        flat = keras.tree.flatten(outputs)
+        names = [f"{layer.name}_fq"] if len(flat) == 1 else \
+            [f"{layer.name}_fq{index}" for index in range(len(flat))]
+        quantized_outputs = [
+            ActivationFakeQuant(name=name)(t) if "float" in str(t.dtype) else t
+            for name, t in zip(names, flat)
+        ]
+        return keras.tree.pack_sequence_as(outputs, quantized_outputs)
 
     quantized = keras.models.clone_model(
         model, clone_function=clone_function, call_function=call_function

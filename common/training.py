@@ -179,17 +179,16 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
     Resumes from `stage_dir/backup` when a previous fit was interrupted.
     """
     epochs = cfg.train.epochs if epochs is None else epochs
-    steps_per_epoch = steps_per_epoch or cfg.train.steps_per_epoch or steps_in(splits.train)
+    fixed_steps = steps_per_epoch or cfg.train.steps_per_epoch
+    steps_per_epoch = fixed_steps or steps_in(splits.train)
     optimizer = make_optimizer(cfg.train, steps_per_epoch, learning_rate, epochs)
     model.compile(optimizer=optimizer, jit_compile=use_xla(cfg.run), **compile_args)
-    train = splits.train
-    if cfg.train.steps_per_epoch:
-        train = train.repeat()
+    train = splits.train.repeat() if fixed_steps else splits.train
     history = model.fit(
         train,
         validation_data=splits.val,
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch if cfg.train.steps_per_epoch else None,
+        steps_per_epoch=fixed_steps or None,
         callbacks=make_callbacks(stage_dir, monitor[0], monitor[1],
                                  cfg.train.early_stopping_patience, log_dir),
         shuffle=False,  # tf.data splits are shuffled by common.data.finish

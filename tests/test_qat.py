@@ -76,3 +76,33 @@ def test_subclassed_models_are_refused():
 
     with pytest.raises(ValueError, match="Functional"):
         qat.quantize_model(Custom())
+
+
+def test_bare_ops_and_multi_output_layers_are_handled():
+    inputs = keras.Input((8, 8, 4), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    left, right = keras.ops.split(x, 2, axis=-1)  # bare op node, two outputs
+    x = keras.layers.Concatenate(name="concat")([left + right, left])
+    x = keras.layers.ZeroPadding2D(name="pad")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(x))
+    quantized = qat.quantize_model(model)
+    names = [layer.name for layer in quantized.layers]
+    assert "concat_fq" in names and "pad_fq" not in names  # padding keeps the scale
+    x = np.random.rand(2, 8, 8, 4).astype("float32")
+    qat.calibrate(quantized, tf.data.Dataset.from_tensor_slices((x, x)).batch(2), steps=1)
+    assert quantized(x).shape == (2, 10, 10, 2)
+
+
+def test_pass_through_can_be_declared_by_a_custom_layer():
+    class Shuffle(keras.layers.Layer):
+        quantization_pass_through = True
+
+        def call(self, x):
+            return keras.ops.flip(x, axis=-1)
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, name="a")(inputs)
+    x = Shuffle(name="shuffle")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="b")(x))
+    names = [layer.name for layer in qat.quantize_model(model).layers]
+    assert "a_fq" in names and "shuffle_fq" not in names

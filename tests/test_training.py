@@ -101,3 +101,14 @@ def test_fit_learns_and_resumes_after_an_interruption(tmp_path, monkeypatch):
     assert logged["epoch"] == [0, 1, 2, 3]
     assert logged["loss"][-1] < 0.5 * logged["loss"][0]
     assert os.path.exists(os.path.join(stage, "best.weights.h5"))
+
+
+def test_explicit_steps_per_epoch_limits_each_epoch(tmp_path):
+    cfg = config.BaseConfig()
+    cfg.train.epochs = 2
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    history = training.fit(model, _regression_splits(), cfg, {"loss": "mse"},
+                           str(tmp_path), steps_per_epoch=2)
+    assert len(history["loss"]) == 2
+    assert int(model.optimizer.iterations) == 4  # 2 epochs x 2 steps, not 2 x 4 batches
