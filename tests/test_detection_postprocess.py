@@ -40,12 +40,12 @@ def test_decode_turns_bins_into_stride_scaled_distances():
 
 def test_greedy_nms_suppresses_same_class_overlaps_only():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], np.float32)
-    keep = postprocess.greedy_nms(boxes, None, iou_threshold=0.5, max_detections=10)
+    keep = postprocess.greedy_nms(boxes, iou_threshold=0.5, max_detections=10)
     assert keep.tolist() == [0, 2]
     # The same overlap in two classes survives: the class offset separates them.
     shifted = boxes + np.array([0, 1, 0])[:, None] * postprocess.class_offset(SIZE)
-    assert postprocess.greedy_nms(shifted, None, 0.5, 10).tolist() == [0, 1, 2]
-    assert postprocess.greedy_nms(boxes, None, 0.5, 1).tolist() == [0]
+    assert postprocess.greedy_nms(shifted, 0.5, 10).tolist() == [0, 1, 2]
+    assert postprocess.greedy_nms(boxes, 0.5, 1).tolist() == [0]
 
 
 def _random_raw(rng, batch, num_classes, quantize):

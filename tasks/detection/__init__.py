@@ -1,0 +1,54 @@
+"""Object detection with YOLOv8 (keras-cv backbone): the task contract
+(see common/pipeline.py)."""
+
+from tasks.detection.config import PRESETS, Config
+from tasks.detection.data import build_datasets, representative_dataset
+from tasks.detection.metrics import baseline_predict_fn, evaluate
+from tasks.detection.model import build_model
+from tasks.detection import postprocess
+from tasks.detection.samples import save_samples
+from tasks.detection.serving import build_serving_model
+
+NAME = "detection"
+PRIMARY_METRIC = "map50"
+MONITOR = ("val_loss", "min")
+CLI_FLAGS = {"--max-boxes": "data.max_boxes", "--image-size": "model.image_size"}
+
+
+def compile_args(cfg, info):
+    from tasks.detection.losses import YOLOv8Loss
+
+    model_cfg = cfg.model
+    return {"loss": YOLOv8Loss(
+        num_classes=len(info["class_names"]), image_size=model_cfg.image_size,
+        box_weight=model_cfg.box_loss_weight, class_weight=model_cfg.class_loss_weight,
+        dfl_weight=model_cfg.dfl_loss_weight, max_anchor_matches=model_cfg.max_anchor_matches,
+    )}
+
+
+def predict_fn_from_raw(raw_fn, cfg, info):
+    """Raw outputs (Keras, LiteRT float or INT8, SavedModel) -> detections,
+    decoded and NMS-ed on the host by `postprocess.py`."""
+    settings = cfg.postprocess
+
+    def predict(images):
+        return postprocess.postprocess(
+            raw_fn(images), cfg.model.image_size,
+            score_threshold=settings.score_threshold,
+            iou_threshold=settings.iou_threshold,
+            max_detections=settings.max_detections)
+    return predict
+
+
+def custom_objects():
+    from tasks.detection.losses import YOLOv8Loss
+
+    return {"YOLOv8Loss": YOLOv8Loss}
+
+
+__all__ = [
+    "NAME", "MONITOR", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "build_datasets", "build_model", "build_serving_model", "compile_args", "evaluate",
+    "baseline_predict_fn", "predict_fn_from_raw", "representative_dataset",
+    "save_samples", "custom_objects",
+]

@@ -35,8 +35,15 @@ class DetectionModelConfig:
 
 @dataclasses.dataclass
 class DetectionDataConfig(DataConfig):
-    """Where examples come from and how training examples are augmented."""
+    """Where examples come from and how training examples are augmented.
 
+    For TFDS sets num_train / num_val / num_test cap each split (0 = all);
+    local folders are split by val_fraction / test_fraction.
+    """
+
+    num_train: int = 3000
+    num_val: int = 200
+    num_test: int = 300
     # Boxes per image after padding with -1 (extra boxes are dropped, counted).
     max_boxes: int = 20
     # Built-in set: number of shape classes (at most 5).
@@ -48,11 +55,11 @@ class DetectionDataConfig(DataConfig):
     tfds_data_dir: str = ""
     # Box-aware augmentation of the training split.
     flip: bool = True
-    scale_min: float = 0.75
+    scale_min: float = 0.8
     scale_max: float = 1.25
     translate: float = 0.1
     color_jitter: float = 0.2
-    mosaic: float = 0.5  # probability that a training image is a mosaic of 4
+    mosaic: float = 0.25  # probability that a training image is a mosaic of 4
 
 
 @dataclasses.dataclass
@@ -79,21 +86,28 @@ PRESETS = {
     # Seconds on 2 CPU cores: a check that every stage runs end to end.
     "smoke": {
         "model.image_size": 64,
-        "model.stackwise_channels": "8,16,32,32",
-        "data.num_train": 128,
-        "data.num_val": 16,
-        "data.num_test": 32,
+        "model.stackwise_channels": "16,32,64,64",
+        "data.num_train": 768,
+        "data.num_val": 32,
+        "data.num_test": 64,
         "data.num_classes": 3,
         "data.mosaic": 0.0,
-        "train.epochs": 2,
+        "train.epochs": 10,
         "train.batch_size": 16,
+        "train.learning_rate": 4e-3,
         "qat.epochs": 1,
-        "qat.steps_per_epoch": 4,
-        "export.representative_samples": 16,
+        "qat.learning_rate": 1e-4,
+        "export.representative_samples": 32,
         "export.latency_samples": 5,
     },
     # The built-in demo: minutes on 2 CPU cores.
-    "default": {},
+    "default": {
+        "train.epochs": 12,
+        "train.batch_size": 16,
+        "train.learning_rate": 2e-3,
+        "qat.epochs": 1,
+        "qat.learning_rate": 1e-4,
+    },
     # Published YOLOv8 sizes (Ultralytics' s and m), 640 px, for real data.
     "yolov8_s": {
         "model.image_size": 640,
