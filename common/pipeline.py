@@ -48,7 +48,9 @@ Optional names (the default is used when absent):
   post-processing (e.g. box decoding + NMS); default: `raw_fn` unchanged.
 - `fit_float(model, splits, cfg, info, context) -> keras.Model`: replaces the
   default float stage (`common.training.fit`), for tasks with several stages
-  (MLM pre-training, GAN); `context` is a `RunContext`.
+  (MLM pre-training, GAN); `context` is a `RunContext`. Scores it measures
+  itself go in `info["extra_metrics"]` ({name: {metric: value}}) and appear
+  in the report beside `float`, `int8`, ...
 - `save_samples(predict_fn, splits, info, out_dir, int8_predict_fn=None)
   -> [png paths]`: pictures of predictions (float, and INT8 when given) for
   the report.
@@ -291,6 +293,9 @@ def run_train(task, argv=None):
         predict_fns[name] = predict_fn_from_raw(task, raw_fn, cfg, info)
         metrics[name] = task_evaluate(task)(predict_fns[name], test, info)
     metrics["baseline"] = task_evaluate(task)(task.baseline_predict_fn(splits, info), test, info)
+    # Scores a custom `fit_float` measured itself (e.g. the GAN stage's model).
+    for name, values in info.get("extra_metrics", {}).items():
+        metrics.setdefault(name, values)
     seconds["evaluate"] = time.time() - phase
 
     # 5. Sizes, latency, pictures, report.

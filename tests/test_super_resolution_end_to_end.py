@@ -103,7 +103,8 @@ def test_predict_tiles_any_image_and_converts_grey_and_rgba(run, tmp_path, capsy
     results = tmp_path / "out"
     written = predict_cli.run([grey, rgba, "--model", os.path.join(out, "model_int8.tflite"),
                                "--out", str(results)])
-    log = capsys.readouterr().out
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
     assert "grey.png: greyscale, converted to RGB" in log and "RGBA, alpha channel dropped" in log
     assert Image.open(written[0]).size == (280, 180)
     assert Image.open(written[1]).size == (100, 80)  # smaller than a tile: padded

@@ -4,7 +4,6 @@
         --model runs/detection-default/model_int8.tflite --out predictions/
 """
 
-import argparse
 import os
 
 import numpy as np
@@ -29,25 +28,19 @@ def detect_image(predict_fn, image, image_size):
 
 
 def run(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tasks.detection.predict",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", default="runs/detection-default/model_int8.tflite",
-                        help=".keras, .tflite or SavedModel folder")
-    parser.add_argument("--config", help="config.json of the training run")
-    parser.add_argument("--out", default="predictions", help="output folder")
+    parser = cli.predict_parser(task, __doc__.splitlines()[0],
+                                default_model="runs/detection-default/model_int8.tflite")
     parser.add_argument("--threshold", type=float, default=None,
                         help="lowest score drawn (default: postprocess.display_threshold)")
     args = parser.parse_args(argv)
-    cfg, info = pipeline.load_run_config(task, args.model, args.config)
+    cfg, info, raw_fn = pipeline.load_for_predict(task, args)
     if not info or "class_names" not in info:
         raise DataError(
             f"{args.model}: no info.json with class names beside the model")
     threshold = cfg.postprocess.display_threshold if args.threshold is None else args.threshold
-    predict_fn = task.predict_fn_from_raw(pipeline.load_raw_fn(task, args.model), cfg, info)
-    os.makedirs(args.out, exist_ok=True)
+    predict_fn = task.predict_fn_from_raw(raw_fn, cfg, info)
     written = []
-    for path in args.images:
+    for path in args.inputs:
         image = data_lib.read_image(path, channels=3)
         boxes, classes, scores = detect_image(predict_fn, image, cfg.model.image_size)
         shown = scores >= threshold

@@ -47,6 +47,10 @@ class SRDataConfig(DataConfig):
     hr_patch_size: int = 96
     # Random HR crops drawn per training epoch.
     num_train: int = 1024
+    # Random edge-tile crops (model.tile_size LR) per QAT epoch, and their
+    # batch size; the float stages use hr_patch_size crops instead.
+    num_tile_crops: int = 160
+    tile_batch_size: int = 4
     # Cap on validation / test tiles (None: all of them).
     num_val: Optional[int] = 32
     num_test: Optional[int] = None
@@ -77,8 +81,8 @@ class GANConfig:
     # the stage without the perceptual loss, and the log says so.
     vgg_weights: str = ""
     gradient_penalty_weight: float = 10.0
-    # Which generator goes to QAT and export: "psnr" or "gan" (see README of
-    # the task in __init__.py for why "psnr" is the default).
+    # Which generator goes to QAT and export: "psnr" or "gan" (stages.py says
+    # why "psnr" is the default).
     export: str = "psnr"
 
 
@@ -97,7 +101,7 @@ PRESETS = {
         "model.discriminator_features": 8, "model.tile_size": 32,
         "model.tile_overlap": 8,
         "data.hr_patch_size": 64, "data.num_train": 64, "data.num_val": 4,
-        "data.num_test": 4,
+        "data.num_test": 8, "data.num_tile_crops": 16,
         "train.epochs": 1, "train.batch_size": 8, "train.learning_rate": 1e-3,
         "gan.epochs": 1, "gan.steps_per_epoch": 4, "gan.batch_size": 4,
         "qat.epochs": 1, "qat.steps_per_epoch": 4,
@@ -105,7 +109,7 @@ PRESETS = {
     },
     # The built-in demo: CPU-sized generator, PSNR stage then a short GAN stage.
     "default": {
-        "train.epochs": 12, "train.batch_size": 16, "train.learning_rate": 1e-3,
+        "train.epochs": 20, "train.batch_size": 16, "train.learning_rate": 2e-3,
         "train.schedule": "cosine",
         "qat.epochs": 1, "qat.steps_per_epoch": 40, "qat.learning_rate": 5e-5,
         "export.representative_samples": 64, "export.latency_samples": 20,

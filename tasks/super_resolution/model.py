@@ -20,6 +20,44 @@ SKIP_MODES = ("none", "bilinear", "nearest")
 
 # --- Blocks -----------------------------------------------------------------
 
+@keras.saving.register_keras_serializable(package="super_resolution")
+class InterpolationUpsample(keras.layers.Layer):
+    """Resize by an integer factor; works on images whose size is unknown.
+
+    `keras.layers.UpSampling2D(interpolation="bilinear")` needs the spatial
+    size when the graph is traced, so the any-size SavedModel could not use
+    it. With a static size this is `keras.ops.image.resize` (any backend);
+    with an unknown size (TensorFlow only) `tf.image.resize`. Both become
+    LiteRT's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR.
+    """
+
+    def __init__(self, scale=4, interpolation="bilinear", **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.interpolation = interpolation
+
+    def call(self, inputs):
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is not None and width is not None:
+            return keras.ops.image.resize(
+                inputs, (height * self.scale, width * self.scale),
+                interpolation=self.interpolation)
+        size = tf.shape(inputs)[1:3] * self.scale
+        method = "nearest" if self.interpolation == "nearest" else self.interpolation
+        return tf.cast(tf.image.resize(inputs, size, method=method), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        def scaled(length):
+            return None if length is None else length * self.scale
+        return (input_shape[0], scaled(input_shape[1]), scaled(input_shape[2]),
+                input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale, "interpolation": self.interpolation})
+        return config
+
+
 def conv(filters, name, kernel_size=3, strides=1):
     return keras.layers.Conv2D(filters, kernel_size, strides=strides,
                                padding="same", name=name)
@@ -101,13 +139,19 @@ def build_generator(model_cfg, input_size=None, name="rrdb_generator"):
         x = leaky_relu(f"act_up{index}")(x)
     x = conv(features, "conv_hr")(x)
     x = leaky_relu("act_hr")(x)
-    outputs = conv(3, "conv_last")(x)
+    # The image itself stays float32 under mixed precision.
+    outputs = keras.layers.Conv2D(3, 3, padding="same", name="conv_last",
+                                  dtype="float32")(x)
     if model_cfg.global_skip != "none":
-        upsampled = keras.layers.UpSampling2D(
+        upsampled = InterpolationUpsample(
             model_cfg.scale, interpolation=model_cfg.global_skip,
-            name="input_upsample")(inputs)
-        outputs = keras.layers.Add(name="global_skip")([upsampled, outputs])
+            name="input_upsample", dtype="float32")(inputs)
+        outputs = keras.layers.Add(name="global_skip", dtype="float32")([upsampled, outputs])
     return keras.Model(inputs, outputs, name=name)
+
+
+def custom_objects():
+    return {"InterpolationUpsample": InterpolationUpsample}
 
 
 def build_model(cfg, info=None):
@@ -115,15 +159,22 @@ def build_model(cfg, info=None):
     return build_generator(cfg.model)
 
 
-def edge_model(model, cfg):
-    """The generator on fixed `tile_size` LR tiles, for LiteRT.
+def compile_args(cfg, info=None):
+    """The PSNR-oriented stage (and QAT): L1, as in ESRGAN's first stage."""
+    return {"loss": keras.losses.MeanAbsoluteError(name="l1")}
 
-    LiteRT wants static shapes; the weights are shared with `model` (same
-    layers, called on a fixed-size input).
+
+def edge_model(model, cfg):
+    """The generator on fixed `tile_size` LR tiles, for LiteRT and QAT.
+
+    LiteRT wants static shapes. A fresh flat Functional model with the same
+    layer names and the weights copied (not `model` nested in a wrapper),
+    so QAT's cloning sees every convolution.
     """
-    tile = cfg.model.tile_size
-    inputs = keras.Input((tile, tile, 3), name="low_resolution_tile")
-    return keras.Model(inputs, model(inputs), name="rrdb_generator_tile")
+    edge = build_generator(cfg.model, input_size=cfg.model.tile_size,
+                           name="rrdb_generator_tile")
+    edge.set_weights(model.get_weights())
+    return edge
 
 
 # --- Discriminator ----------------------------------------------------------
@@ -168,26 +219,28 @@ def build_discriminator(model_cfg, hr_size, normalization="batch",
 # --- Serving ----------------------------------------------------------------
 
 def build_serving_model(model, cfg, info=None):
-    """TF Serving endpoints; the generator runs on the whole image at once.
+    """TF Serving endpoints; the generator runs on the whole image at once
+    (it is fully convolutional, so any size works without tiling).
 
-    - `serving_default`: encoded image bytes (PNG/JPEG/BMP/GIF, any size,
-      greyscale or RGBA converted to RGB) -> PNG bytes of the x4 image.
-    - `upscale_uint8`: a uint8 batch (N, H, W, 3) of any size -> uint8 x4.
+    - `serving_default`: a uint8 batch (N, H, W, 3) of any size -> uint8
+      (N, 4H, 4W, 3).
+    - `serve_bytes`: one encoded image (PNG/JPEG/BMP/GIF; greyscale and RGBA
+      become RGB) -> the x4 image as PNG bytes, and as uint8.
     """
     def to_uint8(sr):
         return tf.cast(tf.round(tf.clip_by_value(sr, 0.0, 1.0) * 255.0), tf.uint8)
 
-    def upscale_uint8(images):
+    def upscale(images):
         low = tf.cast(images, tf.float32) / 255.0
         return {"high_resolution": to_uint8(model(low, training=False))}
 
-    def upscale_bytes(image_bytes):
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-        low = tf.cast(image, tf.float32)[None] / 255.0
-        high = to_uint8(model(low, training=False))[0]
-        return {"png": tf.io.encode_png(high)}
+    def upscale_bytes(encoded):
+        image = tf.io.decode_image(encoded[0], channels=3, expand_animations=False)
+        high = upscale(image[None])["high_resolution"]
+        return {"high_resolution": high, "png": tf.io.encode_png(high[0])[None]}
 
     return {
-        "serving_default": (upscale_bytes, [tf.TensorSpec([], tf.string, name="image_bytes")]),
-        "upscale_uint8": (upscale_uint8, [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]),
+        "serving_default": (upscale, [tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                    name="images")]),
+        "serve_bytes": (upscale_bytes, [tf.TensorSpec([1], tf.string, name="image_bytes")]),
     }
