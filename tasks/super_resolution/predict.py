@@ -12,7 +12,6 @@ the whole image at once unless --tile is given. Greyscale and RGBA images
 are converted to RGB (the log says so).
 """
 
-import argparse
 import os
 import sys
 
@@ -105,21 +104,15 @@ def predict_file(path, raw_fn, cfg, out_dir, from_hr=False, tile=0):
 
 
 def run(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tasks.super_resolution.predict",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", default="runs/super_resolution-default/model.keras",
-                        help=".keras, .tflite or SavedModel folder")
-    parser.add_argument("--config", help="config.json of the training run")
-    parser.add_argument("--out", default="predictions", help="output folder")
+    parser = cli.predict_parser(task, __doc__.splitlines()[0],
+                                default_model="runs/super_resolution-default/model.keras")
     parser.add_argument("--from-hr", action="store_true",
                         help="the images are originals: downscale x4 first, then compare")
     parser.add_argument("--tile", type=int, default=None,
                         help="LR tile size (default: the .tflite's input size; whole "
                              "image for .keras / SavedModel)")
     args = parser.parse_args(argv)
-    cfg, _ = pipeline.load_run_config(task, args.model, args.config)
-    raw_fn = pipeline.load_raw_fn(task, args.model)
+    cfg, _, raw_fn = pipeline.load_for_predict(task, args)
     fixed = model_tile_size(raw_fn)
     tile = args.tile if args.tile is not None else fixed
     if fixed and tile != fixed:
@@ -127,9 +120,8 @@ def run(argv=None):
     if tile and not 0 <= 2 * cfg.model.tile_overlap < tile:
         raise UserError(f"--tile {tile}: must exceed twice the overlap "
                         f"({cfg.model.tile_overlap})")
-    os.makedirs(args.out, exist_ok=True)
     written = []
-    for path in args.images:
+    for path in args.inputs:
         output_path, compare_path, scores = predict_file(
             path, raw_fn, cfg, args.out, args.from_hr, tile)
         line = f"{path}: {output_path}, {compare_path}"
