@@ -37,20 +37,35 @@ def test_train_writes_float_int8_savedmodel_and_report(smoke_run):
     assert any("majority-class baseline" in note for note in report["notes"])
 
 
-def test_evaluate_scores_the_int8_file_on_the_same_test_split(smoke_run):
-    # A subprocess, as users run it: importing `tasks.sentiment.evaluate` here
-    # would rebind the package's `evaluate` function to the module.
-    out, _, report = smoke_run
+def evaluate_cli(*argv):
+    """`python -m tasks.sentiment.evaluate ...` in a subprocess, as users run
+    it (importing the module here would rebind the package's `evaluate`
+    function to the module)."""
     process = subprocess.run(
-        [sys.executable, "-m", "tasks.sentiment.evaluate",
-         os.path.join(out, "model_int8.tflite")],
+        [sys.executable, "-m", "tasks.sentiment.evaluate", *argv],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert process.returncode == 0, process.stderr[-2000:]
-    result = json.loads(process.stdout[process.stdout.index("{"):])
+    return json.loads(process.stdout[process.stdout.index("{"):])
+
+
+def test_evaluate_scores_the_int8_file_on_the_same_test_split(smoke_run):
+    out, _, report = smoke_run
+    result = evaluate_cli(os.path.join(out, "model_int8.tflite"))
     assert result["metrics"]["accuracy"] == pytest.approx(
         report["metrics"]["int8"]["accuracy"])
     assert result["metrics"]["examples"] == report["test_examples"]
+
+
+def test_evaluate_other_data_with_the_models_vocabulary(smoke_run, tmp_path):
+    out, _, _ = smoke_run
+    rows = ["review,sentiment"] + [f"the food was great {i},positive\n"
+                                   f"the film was awful {i},negative" for i in range(25)]
+    (tmp_path / "other.csv").write_text("\n".join(rows) + "\n")
+    result = evaluate_cli(os.path.join(out, "model.keras"), "--data",
+                          str(tmp_path / "other.csv"))
+    assert result["metrics"]["examples"] == 5  # test_fraction 0.1 of 50 rows
+    assert set(result["metrics"]["f1_per_class"]) == {"negative", "positive"}
 
 
 def test_predict_prints_label_and_probability(smoke_run, capsys):
@@ -77,8 +92,7 @@ def test_a_student_distils_from_the_smoke_teacher(smoke_run, tmp_path):
         "--teacher", os.path.join(out, "model.keras"), "--alpha", "0.3",
         "--temperature", "3", "--set", "model.hidden_dim=16"])
     assert os.path.isfile(tmp_path / "student" / "stages" / "distill" / "history.csv")
-    assert "vocabulary: " in report["notes"][1] or any(
-        "(teacher)" in note for note in report["notes"])
+    assert any(note.endswith("WordPiece tokens (teacher)") for note in report["notes"])
     with open(tmp_path / "student" / "vocabulary.txt") as mine, \
             open(os.path.join(out, "vocabulary.txt")) as teachers:
         assert mine.read() == teachers.read()

@@ -1,0 +1,37 @@
+"""Sentiment classification with BERT: the task contract (see common/pipeline.py).
+
+keras-hub's `BertBackbone` at the compact BERT sizes, a WordPiece tokenizer in
+core TF ops (served inside the SavedModel, run on the host for LiteRT),
+optional MLM pre-training and knowledge distillation.
+"""
+
+from tasks.sentiment.config import PRESETS, Config
+from tasks.sentiment.data import build_datasets
+from tasks.sentiment.metrics import (
+    PRIMARY_METRIC, baseline_predict_fn, baseline_predict_fns, evaluate)
+from tasks.sentiment.model import (
+    BertInputs, build_model, build_serving_model, compile_args, representative_dataset)
+from tasks.sentiment.samples import save_samples
+from tasks.sentiment.training import fit_float
+
+NAME = "sentiment"
+MONITOR = ("val_loss", "min")
+CLI_FLAGS = {
+    "--init": "model.init",
+    "--pretrain-epochs": "model.pretrain_epochs",
+    "--teacher": "model.teacher",
+    "--alpha": "model.alpha",
+    "--temperature": "model.temperature",
+}
+
+
+def custom_objects():
+    return {"BertInputs": BertInputs}
+
+
+__all__ = [
+    "NAME", "MONITOR", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "build_datasets", "build_model", "build_serving_model", "compile_args",
+    "evaluate", "baseline_predict_fn", "baseline_predict_fns", "save_samples",
+    "fit_float", "custom_objects", "representative_dataset",
+]

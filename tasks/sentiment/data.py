@@ -1,0 +1,474 @@
+"""Sentiment data: the built-in reviews, GLUE SST-2 from TFDS, CSV / TSV files.
+
+Every source gives lists of (text, label index) for train / val / test plus
+the class names; `build_datasets` then fixes the WordPiece vocabulary,
+tokenises everything once (core TF ops, the same tokenizer the SavedModel
+serves with) and returns batched `(token_ids, label)` datasets.
+
+Bad input (see `read_table`): a missing column, an empty text, an unknown or
+empty label, a row with the wrong number of fields, a field over the size
+limit, or bytes that are not valid in `data.encoding` each raise `DataError`
+naming the file and line; with `--skip-bad` (run.skip_bad) bad rows are
+skipped and counted instead. Texts longer than the model's sequence length
+are truncated (their end is dropped) and counted in `info["truncated"]`.
+"""
+
+import csv
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from common import data as common_data
+from common.errors import DataError, UserError
+from tasks.sentiment import corpus
+from tasks.sentiment.tokenizer import (
+    SPECIAL_TOKENS, WordPieceTokenizer, normalize_and_split, read_vocabulary)
+
+VOCABULARY_FILE = "vocabulary.txt"
+PTQ_NOTE = (
+    "INT8 is post-training quantization, calibrated on training text packed "
+    "without [PAD] (see model.representative_dataset): common/qat.py clones "
+    "top-level layers only and cannot reach the attention and feed-forward "
+    "kernels inside keras-hub's TransformerEncoder.")
+QAT_NOTE = (
+    "QAT reached only the classifier head: the attention and feed-forward "
+    "kernels inside keras-hub's TransformerEncoder are nested layers that "
+    "common/qat.py does not clone; the converter calibrates them instead.")
+TEXT_COLUMNS = ("text", "sentence", "review", "content")
+LABEL_COLUMNS = ("label", "sentiment", "class", "target")
+DELIMITERS = (",", "\t", ";", "|")
+TABLE_EXTENSIONS = (".csv", ".tsv", ".txt")
+# A text is cut to this many characters per token of sequence length before
+# tokenising: enough for any real word, and a 10 MB cell costs no more than a
+# normal one.
+CHARS_PER_TOKEN = 20
+# Python's csv module refuses fields over 128 KiB by default; allow long
+# reviews but still catch a file whose quoting swallowed everything.
+MAX_FIELD_CHARS = 1 << 22
+
+
+class TextSplits:
+    """Raw train / val / test lists of (text, label index) and class names."""
+
+    def __init__(self, train, val, test, classes, skipped=None, source=""):
+        self.train, self.val, self.test = train, val, test
+        self.classes = list(classes)
+        self.skipped = list(skipped or [])
+        self.source = source
+
+
+# --- CSV / TSV --------------------------------------------------------------
+
+def _decode(raw, path, encoding):
+    """Bytes -> text, or a DataError naming the line of the first bad byte."""
+    try:
+        return raw.decode("utf-8-sig" if encoding.lower() in ("utf-8", "utf8")
+                          else encoding)
+    except LookupError:
+        raise UserError(f"data.encoding: unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid {encoding} (byte "
+            f"0x{raw[error.start]:02x} at offset {error.start}); re-save the "
+            "file as UTF-8 or pass --set data.encoding=latin-1 (or cp1252)"
+        ) from None
+
+
+def _detect_delimiter(path, header_line, configured):
+    if configured:
+        return "\t" if configured in ("\\t", "tab") else configured
+    if path.lower().endswith(".tsv"):
+        return "\t"
+    # The delimiter that splits the header into the most fields; a header
+    # with one column is reported by the column check below.
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _find_column(header, configured, candidates, kind, path, delimiter):
+    lowered = [name.strip().lower() for name in header]
+    if configured:
+        if configured.strip().lower() in lowered:
+            return lowered.index(configured.strip().lower())
+        wanted = [configured]
+    else:
+        for name in candidates:
+            if name in lowered:
+                return lowered.index(name)
+        wanted = list(candidates)
+    shown = "tab" if delimiter == "\t" else repr(delimiter)
+    raise DataError(
+        f"{path}: no {kind} column (looked for {', '.join(wanted)}); the header "
+        f"split on {shown} gives columns {header}; name it with "
+        f"--set data.{kind}_column=NAME, or set data.delimiter if the file uses "
+        "another delimiter")
+
+
+def read_table(path, cfg, counter):
+    """A CSV / TSV file -> [(text, raw label string, line number)].
+
+    The file needs a header row naming a text and a label column. Fields that
+    contain the delimiter, quotes or newlines must be double-quoted (RFC 4180
+    quoting, as spreadsheets write it).
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a CSV / TSV file") from None
+    text = _decode(raw, path, cfg.data.encoding)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty (expected a header row "
+                        "with text and label columns)")
+    delimiter = _detect_delimiter(path, text.splitlines()[0], cfg.data.delimiter)
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
+                        quotechar='"', doublequote=True, strict=False)
+    try:
+        header = next(reader)
+    except csv.Error as error:
+        raise DataError(f"{path}: cannot read the header row ({error})") from None
+    text_index = _find_column(header, cfg.data.text_column, TEXT_COLUMNS,
+                              "text", path, delimiter)
+    label_index = _find_column(header, cfg.data.label_column, LABEL_COLUMNS,
+                               "label", path, delimiter)
+    rows = []
+    while True:
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise DataError(
+                f"{path}: line {line}: {error} (check the quoting: a field "
+                "with the delimiter, a quote or a newline must be in double "
+                "quotes, and quotes inside it doubled)") from None
+        if not fields or all(not field.strip() for field in fields):
+            continue  # blank line
+        try:
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{path}: line {line} has {len(fields)} fields, expected "
+                    f"{len(header)} like the header (check the delimiter and "
+                    "quoting)")
+            sample_text = fields[text_index].strip()
+            label = fields[label_index].strip()
+            if not sample_text:
+                raise DataError(f"{path}: line {line}: empty text")
+            if not label:
+                raise DataError(f"{path}: line {line}: empty label")
+        except DataError as error:
+            counter.handle(error)
+            continue
+        rows.append((sample_text, label, line))
+    if not rows:
+        raise DataError(f"{path}: no usable rows after the header")
+    return rows
+
+
+def _class_names(rows_by_file, cfg):
+    """Class names in index order: from data.classes, else from the labels."""
+    if cfg.data.classes:
+        return [name.strip() for name in cfg.data.classes.split(",") if name.strip()]
+    labels = sorted({label for rows, _ in rows_by_file for _, label, _ in rows})
+    if all(_is_integer(label) for label in labels):
+        top = max(int(label) for label in labels)
+        if min(int(label) for label in labels) < 0:
+            source, line = next(
+                (path, line) for rows, path in rows_by_file
+                for _, label, line in rows if int(label) < 0)
+            raise DataError(
+                f"{source}: line {line}: negative label (class indices start "
+                "at 0; unlabelled rows such as GLUE's test split cannot be "
+                "used for training or scoring)")
+        return [str(index) for index in range(top + 1)]
+    if any(_is_integer(label) for label in labels):
+        raise DataError(
+            f"{rows_by_file[0][1]}: labels mix integers and names "
+            f"({', '.join(labels[:6])}...); use one or the other, or list the "
+            "names with --set data.classes=a,b,c")
+    return labels
+
+
+def _is_integer(label):
+    return label.lstrip("-").isdigit()
+
+
+def _label_index(label, classes, integer_labels, source, line):
+    if integer_labels and _is_integer(label):
+        index = int(label)
+        if 0 <= index < len(classes):
+            return index
+    elif label in classes:
+        return classes.index(label)
+    expected = (f"0..{len(classes) - 1}" if integer_labels
+                else ", ".join(classes))
+    raise DataError(f"{source}: line {line}: unknown label {label!r}; "
+                    f"expected one of {expected}")
+
+
+def _to_examples(rows, path, classes, counter):
+    integer_labels = all(_is_integer(label) for _, label, _ in rows)
+    examples = []
+    for text, label, line in rows:
+        try:
+            examples.append(
+                (text, _label_index(label, classes, integer_labels, path, line)))
+        except DataError as error:
+            counter.handle(error)
+    return examples
+
+
+def _split_file_name(name):
+    stem, extension = os.path.splitext(name.lower())
+    if extension not in TABLE_EXTENSIONS:
+        return None
+    for split, stems in (("train", ("train",)),
+                         ("val", ("val", "dev", "validation", "valid")),
+                         ("test", ("test",))):
+        if stem in stems:
+            return split
+    return None
+
+
+def load_table_splits(path, cfg):
+    """A CSV / TSV file, or a folder of train / val / test files."""
+    counter = common_data.BadSampleCounter(cfg.run.skip_bad)
+    if os.path.isdir(path):
+        files = {}
+        for name in sorted(os.listdir(path)):
+            split = _split_file_name(name)
+            if split and split not in files:
+                files[split] = os.path.join(path, name)
+        if "train" not in files:
+            raise DataError(
+                f"{path}: no train.csv / train.tsv in the folder (expected "
+                "train.*, and optionally val.* / dev.* and test.*)")
+    elif os.path.isfile(path):
+        files = {"train": path}
+    else:
+        raise DataError(f"{path}: no such file or folder (expected a CSV / TSV "
+                        "file, a folder of them, 'synthetic' or 'glue/sst2')")
+    rows = {split: read_table(file, cfg, counter) for split, file in files.items()}
+    classes = _class_names([(rows[s], files[s]) for s in rows], cfg)
+    examples = {split: _to_examples(rows[split], files[split], classes, counter)
+                for split in rows}
+    train, val, test = _carve(examples["train"], examples.get("val"),
+                              examples.get("test"), cfg)
+    _check_classes(train, classes, path)
+    return TextSplits(train, val, test, classes, counter.skipped, source=path)
+
+
+def _carve(train, val, test, cfg):
+    """Take missing validation / test sets out of the training rows,
+    deterministically from the seed."""
+    fractions = []
+    if val is None:
+        fractions.append(cfg.data.val_fraction)
+    if test is None:
+        fractions.append(cfg.data.test_fraction)
+    if not fractions:
+        return train, val, test
+    parts = common_data.split_indices(
+        len(train), fractions + [1.0 - sum(fractions)], cfg.run.seed)
+    carved = [[train[i] for i in part] for part in parts]
+    train_part = carved.pop()
+    if val is None:
+        val = carved.pop(0)
+    if test is None:
+        test = carved.pop(0)
+    if not val or not test:
+        raise DataError(
+            f"{len(train)} rows are too few to carve validation and test sets "
+            f"(fractions {cfg.data.val_fraction} / {cfg.data.test_fraction})")
+    return train_part, val, test
+
+
+def _check_classes(train, classes, source):
+    if len(classes) < 2:
+        raise DataError(f"{source}: found {len(classes)} class ({classes}); "
+                        "a classifier needs at least two")
+    present = {label for _, label in train}
+    missing = [classes[i] for i in range(len(classes)) if i not in present]
+    if missing:
+        raise DataError(f"{source}: classes {missing} have no training rows")
+
+
+# --- TFDS -------------------------------------------------------------------
+
+def sst2_example(features):
+    """GLUE SST-2 has no supervised keys: (sentence, label) from the dict."""
+    return features["sentence"], features["label"]
+
+
+def _tfds_rows(dataset, source):
+    rows = []
+    for text, label in dataset.as_numpy_iterator():
+        rows.append((text.decode("utf-8", errors="replace").strip(), int(label)))
+    if not rows:
+        raise DataError(f"{source}: the split is empty")
+    return rows
+
+
+def load_sst2_splits(cfg, name="glue/sst2"):
+    """SST-2's test labels are hidden (-1), so its validation split is our
+    test split, and our validation split is carved from its training split."""
+    import tensorflow_datasets as tfds
+
+    train = common_data.tfds_load(name, "train").map(
+        sst2_example, num_parallel_calls=tf.data.AUTOTUNE)
+    test = common_data.tfds_load(name, "validation").map(
+        sst2_example, num_parallel_calls=tf.data.AUTOTUNE)
+    classes = tfds.builder(name).info.features["label"].names
+    train_rows, test_rows = _tfds_rows(train, name), _tfds_rows(test, name)
+    train_rows, val_rows, _ = _carve(train_rows, None, test_rows, cfg)
+    return TextSplits(train_rows, val_rows, test_rows, classes, source=name)
+
+
+# --- All sources ------------------------------------------------------------
+
+def load_text_splits(cfg):
+    source = cfg.data.source
+    if source in ("", "synthetic", "builtin"):
+        train, val, test = corpus.splits(cfg.data.num_train, cfg.data.num_val,
+                                         cfg.data.num_test, cfg.run.seed)
+        return TextSplits(train, val, test, corpus.LABELS, source="synthetic")
+    if source == "glue/sst2":
+        return load_sst2_splits(cfg)
+    if os.path.exists(source) or source.lower().endswith(TABLE_EXTENSIONS):
+        return load_table_splits(source, cfg)
+    raise UserError(
+        f"data source {source!r}: expected 'synthetic', 'glue/sst2', or a CSV / "
+        "TSV file or folder that exists")
+
+
+def build_vocabulary(texts, size, lowercase=True):
+    """A WordPiece vocabulary learnt from `texts`, special tokens first.
+
+    The words are split by the same core-TF pre-tokenizer that serving uses,
+    so the learnt pieces match what the tokenizer will look up.
+    """
+    from keras_hub.tokenizers import compute_word_piece_vocabulary
+
+    words = tf.data.Dataset.from_tensor_slices(tf.constant(texts)).batch(512).map(
+        lambda batch: normalize_and_split(batch, lowercase),
+        num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    vocabulary = compute_word_piece_vocabulary(
+        words, size, split=False, lowercase=False, strip_accents=False,
+        reserved_tokens=SPECIAL_TOKENS)
+    return vocabulary
+
+
+def vocabulary_for(cfg, train_texts):
+    """The vocabulary and where it came from: `model.vocabulary` (a trained
+    model's, so other data is tokenised as it was trained), the checkpoint's
+    (`--init`), the teacher's (a student must tokenise as its teacher), or
+    one learnt from the training text (deterministic)."""
+    if cfg.model.vocabulary:
+        return read_vocabulary(cfg.model.vocabulary), "model.vocabulary"
+    if cfg.model.init:
+        return read_vocabulary(init_vocabulary_path(cfg.model.init)), "init"
+    if cfg.model.teacher:
+        folder = os.path.dirname(os.path.abspath(cfg.model.teacher))
+        path = os.path.join(folder, VOCABULARY_FILE)
+        if not os.path.isfile(path):
+            raise UserError(
+                f"--teacher {cfg.model.teacher}: no {VOCABULARY_FILE} beside it; a "
+                "student must tokenise exactly as its teacher did (pass the "
+                "model.keras of a sentiment run folder)")
+        return read_vocabulary(path), "teacher"
+    return build_vocabulary(train_texts, cfg.model.vocabulary_size), "learnt"
+
+
+def init_vocabulary_path(folder):
+    path = os.path.join(folder, "assets", "tokenizer", "vocabulary.txt")
+    if not os.path.isfile(path):
+        raise UserError(
+            f"--init {folder}: expected a keras-hub BERT preset folder with "
+            "assets/tokenizer/vocabulary.txt (download one with "
+            "keras_hub.models.BertBackbone.from_preset(...) on a connected "
+            "machine and save_to_preset)")
+    return path
+
+
+def tokenize_texts(tokenizer, texts, batch_size=512):
+    """Texts -> (int32 ids [N, sequence_length], number truncated)."""
+    limit = CHARS_PER_TOKEN * tokenizer.sequence_length
+    chunks, truncated = [], 0
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start:start + batch_size]
+        ids, cut = tokenizer.tokenize(tf.constant([t[:limit] for t in batch]))
+        chunks.append(ids.numpy())
+        truncated += int(np.sum(cut.numpy() | np.array([len(t) > limit for t in batch])))
+    if not chunks:
+        return np.zeros([0, tokenizer.sequence_length], np.int32), 0
+    return np.concatenate(chunks).astype(np.int32), truncated
+
+
+def _finish(ids, labels, cfg, training):
+    dataset = tf.data.Dataset.from_tensor_slices((ids, np.asarray(labels, np.int32)))
+    return common_data.finish(dataset, cfg.train.batch_size, training,
+                              seed=cfg.run.seed, shuffle_buffer=max(len(labels), 1))
+
+
+def build_datasets(cfg):
+    """Batched `(token_ids [batch, sequence_length] int32, label int32)`
+    splits and `info`: classes, vocabulary, counts and notes."""
+    texts = load_text_splits(cfg)
+    for name in ("train", "val", "test"):
+        if not getattr(texts, name):
+            raise DataError(f"{texts.source}: the {name} split is empty")
+    vocabulary, origin = vocabulary_for(cfg, [text for text, _ in texts.train])
+    tokenizer = WordPieceTokenizer(vocabulary, cfg.model.sequence_length)
+    arrays, truncated = {}, 0
+    for name in ("train", "val", "test"):
+        rows = getattr(texts, name)
+        ids, cut = tokenize_texts(tokenizer, [text for text, _ in rows])
+        arrays[name] = (ids, [label for _, label in rows])
+        truncated += cut
+    train_counts = np.bincount(arrays["train"][1], minlength=len(texts.classes))
+    test_labels = np.asarray(arrays["test"][1])
+    majority = int(train_counts.argmax())
+    notes = [
+        f"vocabulary: {len(vocabulary)} WordPiece tokens ({origin})",
+        f"majority-class baseline: accuracy "
+        f"{float(np.mean(test_labels == majority)):.4f} (always "
+        f"{texts.classes[majority]!r})",
+    ]
+    notes.append(QAT_NOTE if cfg.qat.enabled else PTQ_NOTE)
+    if truncated:
+        notes.append(f"{truncated} texts were longer than "
+                     f"{cfg.model.sequence_length} tokens and were truncated")
+    if texts.skipped:
+        notes.append(f"skipped {len(texts.skipped)} bad rows (first: "
+                     f"{texts.skipped[0]})")
+        print(f"[sentiment] skipped {len(texts.skipped)} bad rows; first: "
+              f"{texts.skipped[0]}")
+    info = {
+        "classes": texts.classes,
+        "num_classes": len(texts.classes),
+        "vocabulary": vocabulary,
+        "vocabulary_origin": origin,
+        "sequence_length": cfg.model.sequence_length,
+        "lowercase": tokenizer.lowercase,
+        "num_train": len(texts.train),
+        "num_val": len(texts.val),
+        "num_test": len(texts.test),
+        "train_class_counts": train_counts.tolist(),
+        "truncated": truncated,
+        "skipped": len(texts.skipped),
+        "notes": notes,
+    }
+    return common_data.Splits(
+        train=_finish(*arrays["train"], cfg, training=True),
+        val=_finish(*arrays["val"], cfg, training=False),
+        test=_finish(*arrays["test"], cfg, training=False),
+        info=info,
+    )

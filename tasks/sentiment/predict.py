@@ -1,0 +1,72 @@
+"""Classify texts with a trained sentiment model; prints label and probability.
+
+    python -m tasks.sentiment.predict "the food was not bad at all" "awful service"
+    python -m tasks.sentiment.predict --model runs/sentiment-default/model_int8.tflite "great film"
+    python -m tasks.sentiment.predict --model saved_models/sentiment/1 "great film"
+
+A `.keras` or `.tflite` model takes token ids: the texts are tokenised here,
+on the host, with the vocabulary saved beside the model (the same core-TF
+tokenizer the SavedModel carries inside). A SavedModel takes the raw strings.
+"""
+
+import argparse
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import tasks.sentiment as task
+from common import cli, pipeline
+from common.errors import UserError
+from tasks.sentiment.tokenizer import WordPieceTokenizer
+
+
+def softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return exp / exp.sum(-1, keepdims=True)
+
+
+def classify(model_path, texts):
+    """[(label, probability)] for `texts` with the model at `model_path`."""
+    if os.path.isdir(model_path):
+        if not os.path.exists(os.path.join(model_path, "saved_model.pb")):
+            raise UserError(f"{model_path}: a folder but not a SavedModel")
+        loaded = tf.saved_model.load(model_path)
+        result = loaded.signatures["serving_default"](text=tf.constant(texts))
+        return [(label.decode("utf-8"), float(probability)) for label, probability in
+                zip(result["label"].numpy(), result["probability"].numpy())]
+    cfg, info = pipeline.load_run_config(task, model_path)
+    if info is None:
+        raise UserError(f"{model_path}: no info.json beside the model (its vocabulary "
+                        "and class names); pass a model from a training run folder")
+    tokenizer = WordPieceTokenizer(info["vocabulary"], cfg.model.sequence_length)
+    raw_fn = pipeline.load_raw_fn(task, model_path)
+    probabilities = softmax(raw_fn(tokenizer(tf.constant(texts)).numpy()))
+    best = probabilities.argmax(-1)
+    return [(info["classes"][index], float(probabilities[row, index]))
+            for row, index in enumerate(best)]
+
+
+def run(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tasks.sentiment.predict",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("texts", nargs="+", help="texts to classify")
+    parser.add_argument("--model", default="runs/sentiment-default/model.keras",
+                        help=".keras, .tflite or SavedModel folder")
+    args = parser.parse_args(argv)
+    if not os.path.exists(args.model):
+        raise UserError(f"{args.model}: model not found (train one with "
+                        "`python -m tasks.sentiment.train`, or pass --model)")
+    results = classify(args.model, args.texts)
+    for text, (label, probability) in zip(args.texts, results):
+        print(f"{label}\t{probability:.3f}\t{text}")
+    return results
+
+
+def main(argv=None):
+    return cli.main_guard(lambda: run(argv))
+
+
+if __name__ == "__main__":
+    main()
