@@ -246,7 +246,7 @@ def run_train(task, argv=None):
                         epochs=cfg.qat.epochs, learning_rate=cfg.qat.learning_rate,
                         steps_per_epoch=cfg.qat.steps_per_epoch)
     else:
-        notes.append("QAT was switched off (--no-qat): metrics.int8 is the post-training INT8 model.")
+        notes.append("QAT was off (--no-qat or qat.enabled=false): metrics.int8 is the post-training INT8 model.")
     seconds["qat"] = time.time() - phase
 
     # 3. Export: LiteRT float, INT8 (QAT), INT8 (post-training), SavedModel.
