@@ -96,11 +96,10 @@ def write_markdown(report, path):
         f"Primary metric: **{primary}** on the test split "
         f"({report.get('test_examples', '?')} examples).",
         "",
-        "| model | " + " | ".join(sorted({k for m in report["metrics"].values() for k in m
-                                           if isinstance(m.get(k), (int, float))})) + " |",
     ]
     columns = sorted({k for m in report["metrics"].values() for k in m
                       if isinstance(m.get(k), (int, float))})
+    lines.append("| model | " + " | ".join(columns) + " |")
     lines.append("|---|" + "---|" * len(columns))
     for name, values in report["metrics"].items():
         lines.append(f"| {name} | " + " | ".join(_format(values.get(c, "")) for c in columns) + " |")
