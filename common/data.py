@@ -7,7 +7,7 @@ examples in and batches out.
 import dataclasses
 import os
 import socket
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +29,13 @@ class Splits:
     # Training examples in a fixed order without augmentation, for INT8
     # calibration; None falls back to the validation split.
     calibration: Optional[tf.data.Dataset] = None
+    # Sentences for the report about the data (truncation, dropped boxes ...).
+    notes: List[str] = dataclasses.field(default_factory=list)
+    # Bad samples skipped under --skip-bad (0 without it: bad data stops the run).
+    skipped: int = 0
+    # The data summary for the report: examples per split and class, sizes,
+    # statistics, and settings derived from them.
+    summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def finish(dataset, batch_size, training, seed=0, augment=None, cache=True,

@@ -4,6 +4,7 @@
 logs and a resumable backup under the run folder.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -12,6 +13,20 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import UserError
+
+@dataclasses.dataclass
+class FloatResult:
+    """What a task's custom `fit_float` returns to the pipeline.
+
+    `metrics` are scores the stage measured itself ({name: {metric: value}},
+    e.g. the GAN-stage generator), shown in the report beside `float`;
+    `notes` are sentences for the report.
+    """
+
+    model: keras.Model
+    notes: list = dataclasses.field(default_factory=list)
+    metrics: dict = dataclasses.field(default_factory=dict)
+
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")

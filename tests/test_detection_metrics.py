@@ -107,11 +107,11 @@ def test_evaluate_and_baseline_use_the_same_scoring():
                 "scores": np.where(targets[..., 4] >= 0, 0.9, 0.0),
                 "num_detections": (targets[..., 4] >= 0).sum(-1)}
 
-    assert metrics.evaluate(oracle, dataset, info)["map50"] == pytest.approx(1.0)
-    baseline = metrics.baseline_predict_fn(Splits(dataset, dataset, dataset, info), info)
+    assert metrics.score(oracle, dataset, info)["map50"] == pytest.approx(1.0)
+    baseline = metrics.mean_box_predict_fn(Splits(dataset, dataset, dataset, info), info)
     detections = baseline(np.zeros((2, 64, 64, 3)))
     # The mean box of class 0 is [11, 10, 31, 30]; class 1 has one box.
     np.testing.assert_allclose(detections["boxes"][0, 0], [11, 10, 31, 30])
     np.testing.assert_allclose(detections["scores"][0], [2 / 3, 1 / 3], rtol=1e-6)
-    scored = metrics.evaluate(baseline, dataset, info)
+    scored = metrics.score(baseline, dataset, info)
     assert 0.0 < scored["map50"] <= 1.0 and scored["images"] == 2

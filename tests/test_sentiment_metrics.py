@@ -16,7 +16,7 @@ def test_scores_match_a_hand_computation():
     labels = np.array([0, 0, 0, 1, 1, 2], np.int32)
     predicted = np.array([0, 0, 1, 1, 2, 2])
     logits = np.eye(3, dtype=np.float32)[predicted]
-    scores = metrics.evaluate(lambda ids: logits[ids[:, 0]], batches(
+    scores = metrics.score(lambda ids: logits[ids[:, 0]], batches(
         np.arange(6, dtype=np.int32)[:, None], labels, size=4),
         {"num_classes": 3, "classes": ["a", "b", "c"]})
     assert scores["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
@@ -39,7 +39,7 @@ def test_baselines_majority_and_bag_of_words():
                     val=batches(ids[400:500], labels[400:500]),
                     test=batches(ids[500:], labels[500:]), info=info)
     fns = metrics.baseline_predict_fns(splits, info)
-    majority = metrics.evaluate(fns["majority"], splits.test, info)
+    majority = metrics.score(fns["majority"], splits.test, info)
     assert majority["accuracy"] == np.mean(labels[500:] == 0)
-    bag = metrics.evaluate(fns["bag_of_words"], splits.test, info)
+    bag = metrics.score(fns["bag_of_words"], splits.test, info)
     assert bag["accuracy"] > 0.95 > majority["accuracy"]

@@ -65,12 +65,12 @@ def test_evaluate_averages_over_examples_and_bicubic_beats_nearest():
     low = tf.image.resize(high, (16, 16), method="bicubic", antialias=True)
     dataset = tf.data.Dataset.from_tensor_slices((low, high)).batch(4)
     info = {"scale": 4}
-    bicubic = metrics.evaluate(metrics.baseline_predict_fn(None, info), dataset, info)
-    nearest = metrics.evaluate(
+    bicubic = metrics.score(metrics.bicubic_predict_fn(None, info), dataset, info)
+    nearest = metrics.score(
         lambda x: np.repeat(np.repeat(x, 4, axis=1), 4, axis=2), dataset, info)
     assert bicubic["psnr"] == bicubic["psnr_y"] and bicubic["ssim"] == bicubic["ssim_y"]
     assert bicubic["psnr_y"] > nearest["psnr_y"] + 1.0
     assert bicubic["ssim_y"] > nearest["ssim_y"]
     per_example = [metrics.image_scores(h, p, 4)["psnr_y"] for h, p in zip(
-        high.numpy(), metrics.baseline_predict_fn(None, info)(low.numpy()))]
+        high.numpy(), metrics.bicubic_predict_fn(None, info)(low.numpy()))]
     assert bicubic["psnr_y"] == pytest.approx(np.mean(per_example))

@@ -3,7 +3,7 @@
 
 from tasks.detection.config import PRESETS, Config
 from tasks.detection.data import build_datasets, representative_dataset
-from tasks.detection.metrics import baseline_predict_fn, evaluate
+from tasks.detection.metrics import baseline_predict_fns, score
 from tasks.detection.model import build_model
 from tasks.detection import postprocess
 from tasks.detection.samples import save_samples
@@ -11,7 +11,6 @@ from tasks.detection.serving import build_serving_model
 
 NAME = "detection"
 PRIMARY_METRIC = "map50"
-MONITOR = ("val_loss", "min")
 CLI_FLAGS = {"--max-boxes": "data.max_boxes", "--image-size": "model.image_size"}
 
 
@@ -47,8 +46,8 @@ def custom_objects():
 
 
 __all__ = [
-    "NAME", "MONITOR", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
-    "build_datasets", "build_model", "build_serving_model", "compile_args", "evaluate",
-    "baseline_predict_fn", "predict_fn_from_raw", "representative_dataset",
+    "NAME", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "build_datasets", "build_model", "build_serving_model", "compile_args", "score",
+    "baseline_predict_fns", "predict_fn_from_raw", "representative_dataset",
     "save_samples", "custom_objects",
 ]

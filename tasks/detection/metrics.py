@@ -81,7 +81,7 @@ def coco_map(ground_truth, detections, num_classes):
             "map75": float(max(stats[2], 0.0)), "ap50_per_class": per_class}
 
 
-def evaluate(predict_fn, dataset, info):
+def score(predict_fn, dataset, info):
     """Score `predict_fn` (images -> detections dict) on a batched dataset.
 
     Detections are `{"boxes", "classes", "scores", "num_detections"}` in the
@@ -117,7 +117,12 @@ def class_statistics(dataset, num_classes):
     return counts / max(counts.sum(), 1), mean_boxes
 
 
-def baseline_predict_fn(splits, info):
+def baseline_predict_fns(splits, info):
+    """Every trivial baseline by name (scored by `score` like the model)."""
+    return {"mean_box": mean_box_predict_fn(splits, info)}
+
+
+def mean_box_predict_fn(splits, info):
     """The trivial detector: every image gets each class's mean training box,
     scored by how frequent the class is. It sees no pixels."""
     num_classes = len(info["class_names"])

@@ -13,6 +13,8 @@ the cell centres of the stride-8, 16 and 32 grids, in that order, row by row.
 
 import numpy as np
 
+from common.arrays import softmax
+
 STRIDES = (8, 16, 32)
 REG_MAX = 16  # bins per box side
 BOX_CHANNELS = 4 * REG_MAX
@@ -31,17 +33,11 @@ def anchor_grid(image_size, strides=STRIDES):
     return np.concatenate(points), np.concatenate(anchor_strides)
 
 
-def _softmax(logits, axis=-1):
-    shifted = logits - logits.max(axis=axis, keepdims=True)
-    exponent = np.exp(shifted)
-    return exponent / exponent.sum(axis=axis, keepdims=True)
-
-
 def decode_boxes(box_logits, image_size):
     """(..., A, 64) distribution logits -> (..., A, 4) `xyxy` pixel boxes."""
     box_logits = np.asarray(box_logits, np.float32)
     shape = box_logits.shape[:-1] + (4, REG_MAX)
-    probabilities = _softmax(box_logits.reshape(shape))
+    probabilities = softmax(box_logits.reshape(shape))
     distances = (probabilities * np.arange(REG_MAX, dtype=np.float32)).sum(-1)
     points, strides = anchor_grid(image_size)
     distances = distances * strides[:, None]

@@ -2,15 +2,14 @@
 
 from tasks.segmentation.config import PRESETS, Config
 from tasks.segmentation.data import build_datasets
-from tasks.segmentation.metrics import PRIMARY_METRIC, baseline_predict_fn, evaluate
+from tasks.segmentation.metrics import PRIMARY_METRIC, baseline_predict_fns, score
 from tasks.segmentation.model import build_model, build_serving_model, compile_args
 from tasks.segmentation.samples import save_samples
 
 NAME = "segmentation"
-MONITOR = ("val_loss", "min")
 
 __all__ = [
-    "NAME", "MONITOR", "Config", "PRESETS", "PRIMARY_METRIC", "build_datasets",
-    "build_model", "build_serving_model", "compile_args", "evaluate",
-    "baseline_predict_fn", "save_samples",
+    "NAME", "Config", "PRESETS", "PRIMARY_METRIC", "build_datasets",
+    "build_model", "build_serving_model", "compile_args", "score",
+    "baseline_predict_fns", "save_samples",
 ]

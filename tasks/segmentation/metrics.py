@@ -47,13 +47,18 @@ def scores_from_confusion(matrix, class_names, background_class=0):
     }
 
 
-def evaluate(predict_fn, dataset, info):
+def score(predict_fn, dataset, info):
     matrix = confusion_matrix(predict_fn, dataset, info["num_classes"])
     return scores_from_confusion(matrix, info["class_names"], info.get("background_class", 0))
 
 
-def baseline_predict_fn(splits, info):
-    """The trivial baseline: every pixel gets the most frequent training class."""
+def baseline_predict_fns(splits, info):
+    """Every trivial baseline by name (scored by `score` like the model)."""
+    return {"majority_class": majority_predict_fn(splits, info)}
+
+
+def majority_predict_fn(splits, info):
+    """Every pixel gets the most frequent training class."""
     counts = np.zeros(info["num_classes"], np.int64)
     for _, masks in splits.train.take(20):
         counts += np.bincount(masks.numpy().ravel(), minlength=info["num_classes"])

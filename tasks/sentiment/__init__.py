@@ -8,14 +8,13 @@ optional MLM pre-training and knowledge distillation.
 from tasks.sentiment.config import PRESETS, Config
 from tasks.sentiment.data import build_datasets
 from tasks.sentiment.metrics import (
-    PRIMARY_METRIC, baseline_predict_fn, baseline_predict_fns, evaluate)
+    PRIMARY_METRIC, baseline_predict_fns, score)
 from tasks.sentiment.model import (
     BertInputs, build_model, build_serving_model, compile_args, representative_dataset)
 from tasks.sentiment.samples import save_samples
 from tasks.sentiment.training import fit_float
 
 NAME = "sentiment"
-MONITOR = ("val_loss", "min")
 CLI_FLAGS = {
     "--init": "model.init",
     "--pretrain-epochs": "model.pretrain_epochs",
@@ -30,8 +29,8 @@ def custom_objects():
 
 
 __all__ = [
-    "NAME", "MONITOR", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "NAME", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "build_model", "build_serving_model", "compile_args",
-    "evaluate", "baseline_predict_fn", "baseline_predict_fns", "save_samples",
+    "score", "baseline_predict_fns", "save_samples",
     "fit_float", "custom_objects", "representative_dataset",
 ]

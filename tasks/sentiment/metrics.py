@@ -45,7 +45,7 @@ def scores_from_confusion(matrix, class_names):
     }
 
 
-def evaluate(predict_fn, dataset, info):
+def score(predict_fn, dataset, info):
     """Scores of `predict_fn` (token ids [batch, length] -> logits) on `dataset`."""
     matrix = confusion_matrix(predict_fn, dataset, info["num_classes"])
     return scores_from_confusion(matrix, info["classes"])
@@ -115,9 +115,3 @@ def baseline_predict_fns(splits, info):
     """Every baseline by name, for reports that show them all."""
     return {"majority": majority_predict_fn(splits, info),
             "bag_of_words": bag_of_words_predict_fn(splits, info)}
-
-
-def baseline_predict_fn(splits, info):
-    """The baseline `report.json` calls `baseline`: the stronger of the two,
-    bag of words (the majority class is in `baseline_majority` / notes)."""
-    return bag_of_words_predict_fn(splits, info)

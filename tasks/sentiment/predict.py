@@ -17,14 +17,9 @@ import tensorflow as tf
 
 import tasks.sentiment as task
 from common import cli, pipeline
+from common.arrays import softmax
 from common.errors import UserError
 from tasks.sentiment.tokenizer import WordPieceTokenizer
-
-
-def softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    exp = np.exp(logits - logits.max(-1, keepdims=True))
-    return exp / exp.sum(-1, keepdims=True)
 
 
 def classify(model_path, texts):

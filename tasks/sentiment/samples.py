@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.arrays import softmax  # noqa: E402
 from tasks.sentiment.metrics import confusion_matrix  # noqa: E402
 from tasks.sentiment.tokenizer import CLS, PAD, SEP, SUFFIX  # noqa: E402
 
@@ -67,12 +68,6 @@ def save_prediction_table(rows, path):
     return path
 
 
-def _softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    exp = np.exp(logits - logits.max(-1, keepdims=True))
-    return exp / exp.sum(-1, keepdims=True)
-
-
 def save_samples(predict_fn, splits, info, out_dir, int8_predict_fn=None, count=12):
     classes = info["classes"]
     matrices = {"float": confusion_matrix(predict_fn, splits.test, len(classes))}
@@ -82,8 +77,8 @@ def save_samples(predict_fn, splits, info, out_dir, int8_predict_fn=None, count=
                                      os.path.join(out_dir, "confusion_matrix.png"))]
     token_ids, labels = next(iter(splits.test.unbatch().batch(count)))
     token_ids, labels = token_ids.numpy(), labels.numpy()
-    probabilities = _softmax(predict_fn(token_ids))
-    int8_probabilities = (_softmax(int8_predict_fn(token_ids))
+    probabilities = softmax(predict_fn(token_ids))
+    int8_probabilities = (softmax(int8_predict_fn(token_ids))
                           if int8_predict_fn is not None else None)
     rows = []
     for index in range(len(labels)):

@@ -19,6 +19,7 @@ import tensorflow as tf
 from common import data as common_data
 from common.distill import Distiller, check_distillation_args
 from common.errors import UserError
+from common.training import FloatResult
 from tasks.sentiment import model as model_lib
 from tasks.sentiment.data import VOCABULARY_FILE
 from tasks.sentiment.tokenizer import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, write_vocabulary
@@ -133,6 +134,6 @@ def fit_float(model, splits, cfg, info, context):
     if cfg.model.pretrain_epochs > 0:
         pretrain_mlm(model, splits, cfg, info, context)
     if cfg.model.teacher:
-        return distill(model, splits, cfg, info, context)
+        return FloatResult(distill(model, splits, cfg, info, context))
     context.fit(model, splits, cfg, model_lib.compile_args(cfg, info), "float")
-    return model
+    return FloatResult(model)

@@ -7,19 +7,18 @@ generator goes to LiteRT INT8, the any-size one to TF Serving.
 
 from tasks.super_resolution.config import PRESETS, Config
 from tasks.super_resolution.data import build_datasets, representative_dataset
-from tasks.super_resolution.metrics import PRIMARY_METRIC, baseline_predict_fn, evaluate
+from tasks.super_resolution.metrics import PRIMARY_METRIC, baseline_predict_fns, score
 from tasks.super_resolution.model import (build_model, build_serving_model, compile_args,
                                           custom_objects, edge_model)
 from tasks.super_resolution.samples import save_samples
 from tasks.super_resolution.stages import fit_float
 
 NAME = "super_resolution"
-MONITOR = ("val_loss", "min")
 CLI_FLAGS = {"--vgg-weights": "gan.vgg_weights"}
 
 __all__ = [
-    "NAME", "MONITOR", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "NAME", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "representative_dataset", "build_model", "build_serving_model",
-    "compile_args", "custom_objects", "edge_model", "evaluate", "baseline_predict_fn", "save_samples",
+    "compile_args", "custom_objects", "edge_model", "score", "baseline_predict_fns", "save_samples",
     "fit_float",
 ]

@@ -81,7 +81,7 @@ def image_scores(reference, estimate, border):
     }
 
 
-def evaluate(predict_fn, dataset, info):
+def score(predict_fn, dataset, info):
     """Mean scores over `dataset`'s `(lr, hr)` batches; `psnr`/`ssim` are on Y."""
     border = info.get("scale", 4)
     totals, count = {}, 0
@@ -92,12 +92,17 @@ def evaluate(predict_fn, dataset, info):
                 totals[key] = totals.get(key, 0.0) + value
             count += 1
     if count == 0:
-        raise ValueError("evaluate: the dataset is empty")
+        raise ValueError("score: the dataset is empty")
     scores = {key: value / count for key, value in totals.items()}
     return {"psnr": scores["psnr_y"], "ssim": scores["ssim_y"], **scores}
 
 
-def baseline_predict_fn(splits=None, info=None):
+def baseline_predict_fns(splits=None, info=None):
+    """Every baseline by name (scored by `score` like the model)."""
+    return {"bicubic": bicubic_predict_fn(splits, info)}
+
+
+def bicubic_predict_fn(splits=None, info=None):
     """Bicubic x4 upscaling: what every SR model must beat."""
     scale = (info or {}).get("scale", 4)
 

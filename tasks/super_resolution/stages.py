@@ -24,8 +24,9 @@ from common import report as report_lib
 from common.data import Splits
 from common.errors import UserError
 from common.gan import AdversarialTrainer, ContentLoss
+from common.training import FloatResult
 from tasks.super_resolution.losses import PerceptualLoss, l1_loss
-from tasks.super_resolution.metrics import baseline_predict_fn, evaluate
+from tasks.super_resolution.metrics import bicubic_predict_fn, score
 from tasks.super_resolution.model import (build_discriminator, build_generator,
                                           compile_args, custom_objects)
 
@@ -139,13 +140,13 @@ def fit_float(model, splits, cfg, info, context):
     """Both stages; returns the generator chosen by `gan.export`."""
     validate_gan_config(cfg)
     model = psnr_stage(model, splits, cfg, info, context)
-    scores = {"bicubic": evaluate(baseline_predict_fn(splits, info), splits.test, info),
-              "psnr_stage": evaluate(keras_predict_fn(model), splits.test, info)}
+    scores = {"bicubic": score(bicubic_predict_fn(splits, info), splits.test, info),
+              "psnr_stage": score(keras_predict_fn(model), splits.test, info)}
     chosen = model
     gan_message = "GAN stage skipped (gan.epochs=0)"
     if cfg.gan.epochs > 0:
         generator, gan_message = gan_stage(model, splits, cfg, context)
-        scores["gan_stage"] = evaluate(keras_predict_fn(generator), splits.test, info)
+        scores["gan_stage"] = score(keras_predict_fn(generator), splits.test, info)
         if cfg.gan.export == "gan":
             chosen = generator
     stages = {"exported": cfg.gan.export, "gan_stage": gan_message,
@@ -153,12 +154,11 @@ def fit_float(model, splits, cfg, info, context):
               "artifacts": {"psnr_stage": "psnr_generator.keras",
                             "gan_stage": "gan_generator.keras" if cfg.gan.epochs > 0 else None}}
     report_lib.write_json_atomic(os.path.join(context.run_dir, "stages.json"), stages)
-    info.setdefault("extra_metrics", {}).update(
-        {f"{name}_float": values for name, values in scores.items() if name != "bicubic"})
-    notes = info.setdefault("notes", [])
+    metrics = {f"{name}_float": values for name, values in scores.items() if name != "bicubic"}
+    notes = []
     for name, values in scores.items():
         notes.append(f"{name} (float, test tiles): PSNR-Y {values['psnr_y']:.2f} dB, "
                      f"SSIM-Y {values['ssim_y']:.4f}, PSNR-RGB {values['psnr_rgb']:.2f} dB")
     notes.append(f"{gan_message}. Exported (QAT, INT8, SavedModel): the "
                  f"{cfg.gan.export.upper()}-stage generator; both are in stages.json")
-    return chosen
+    return FloatResult(chosen, notes=notes, metrics=metrics)
