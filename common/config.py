@@ -62,6 +62,12 @@ class ExportConfig:
     post_training_int8: bool = True
     # Examples timed for the latency figures in the report.
     latency_samples: int = 30
+    # Limits every SavedModel signature enforces, so that one request cannot
+    # exhaust the server: images per batch, pixels per image (checked from
+    # the header, before decoding), bytes per text.
+    serving_max_batch: int = 64
+    serving_max_pixels: int = 4096 * 4096
+    serving_max_text_bytes: int = 10_000
 
 
 @dataclasses.dataclass
@@ -90,6 +96,9 @@ class DataConfig:
     num_train: int = 512
     num_val: int = 64
     num_test: int = 128
+    # With --skip-bad, a run that skips more than this share of the samples
+    # stops: the data is broken, not a few files.
+    max_skipped_fraction: float = 0.1
 
 
 @dataclasses.dataclass
@@ -183,13 +192,6 @@ def set_value(cfg, key, value):
             target = getattr(target, part)
             if not dataclasses.is_dataclass(target):
                 raise ConfigError(f"config key {key!r}: {part!r} is not a section")
-
-
-def get_value(cfg, key):
-    target = cfg
-    for part in key.split("."):
-        target = getattr(target, part)
-    return target
 
 
 def apply_overrides(cfg, overrides):

@@ -80,10 +80,6 @@ def mixup(inputs, targets, alpha=0.2, seed=None):
             blend(targets, tf.gather(targets, order)))
 
 
-def count_examples(dataset):
-    return int(dataset.reduce(0, lambda count, _: count + 1).numpy())
-
-
 # --- Public datasets --------------------------------------------------------
 
 def _network_reachable(host="storage.googleapis.com", port=443, timeout=3.0):

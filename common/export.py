@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common import files
+
 # Ops whose arithmetic should run on int8 in an INT8 model.
 COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
                "TRANSPOSE_CONV", "CONV_3D")
@@ -79,15 +81,6 @@ def write_saved_model(path, model, endpoints, verbose=False):
         archive.write_out(path, verbose=verbose)
 
 
-def _atomic_write_bytes(path, data):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def convert_to_tflite(model, path, representative_dataset=None,
                       int8_io=True, batch_size=1):
     """Convert the fixed-shape `model` to a `.tflite` file at `path`.
@@ -122,7 +115,7 @@ def convert_to_tflite(model, path, representative_dataset=None,
         else:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         flatbuffer = converter.convert()
-    _atomic_write_bytes(path, flatbuffer)
+    files.write_bytes_atomic(path, flatbuffer)
     return tflite_op_report(path)
 
 
@@ -190,24 +183,6 @@ def next_version(task_dir):
     return max(versions, default=0) + 1
 
 
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(task_dir):
-    """Delete half-written exports of killed processes (`.tmp-export-<pid>-*`)."""
-    for name in os.listdir(task_dir):
-        match = re.fullmatch(r"\.tmp-export-(\d+)-.*", name)
-        if match and not _process_alive(int(match.group(1))):
-            shutil.rmtree(os.path.join(task_dir, name), ignore_errors=True)
-
-
 def export_saved_model(model, endpoints, export_dir, task_name, extra_files=None):
     """Write a new version of `model` under `<export_dir>/<task_name>/<N>/`.
 
@@ -218,14 +193,15 @@ def export_saved_model(model, endpoints, export_dir, task_name, extra_files=None
     """
     task_dir = os.path.join(export_dir, task_name)
     os.makedirs(task_dir, exist_ok=True)
-    remove_stale_temporaries(task_dir)
+    files.remove_stale_temporaries(task_dir, recursive=False)
     all_endpoints = dict(endpoints)
     all_endpoints.setdefault(
         "raw", (_raw_function(model), [input_signature(model)])
     )
     if "serving_default" not in all_endpoints:
         raise ValueError("build_serving_model must return a 'serving_default' endpoint")
-    temporary = tempfile.mkdtemp(prefix=f".tmp-export-{os.getpid()}-", dir=task_dir)
+    # A non-numeric name: TF Serving never loads a half-written version.
+    temporary = tempfile.mkdtemp(prefix=f".export.tmp-{os.getpid()}.", dir=task_dir)
     try:
         write_saved_model(os.path.join(temporary, "model"), model, all_endpoints)
         if extra_files:

@@ -84,7 +84,7 @@ def test_saved_model_versions_count_up_and_never_overwrite(trained, tmp_path):
 
 def test_half_written_exports_of_dead_processes_are_removed(trained, tmp_path):
     model, _, _ = trained
-    stale = tmp_path / "demo" / ".tmp-export-999999999-abc"
+    stale = tmp_path / "demo" / ".export.tmp-999999999.abc"
     stale.mkdir(parents=True)
     (stale / "saved_model.pb").write_bytes(b"half")
 

@@ -20,7 +20,7 @@ import os
 import keras
 import numpy as np
 
-from common import report as report_lib
+from common import files
 from common.data import Splits
 from common.errors import UserError
 from common.gan import AdversarialTrainer, ContentLoss
@@ -153,7 +153,7 @@ def fit_float(model, splits, cfg, info, context):
               "test_metrics": scores,
               "artifacts": {"psnr_stage": "psnr_generator.keras",
                             "gan_stage": "gan_generator.keras" if cfg.gan.epochs > 0 else None}}
-    report_lib.write_json_atomic(os.path.join(context.run_dir, "stages.json"), stages)
+    files.write_json_atomic(os.path.join(context.run_dir, "stages.json"), stages)
     metrics = {f"{name}_float": values for name, values in scores.items() if name != "bicubic"}
     notes = []
     for name, values in scores.items():
