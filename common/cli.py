@@ -30,6 +30,10 @@ def add_run_arguments(parser, task):
                         help="continue an interrupted run in the same --out folder")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip and count bad samples instead of stopping")
+    parser.add_argument("--fast-nondeterministic", action="store_true",
+                        help="allow nondeterministic kernels (faster; the same seed no "
+                        "longer gives the same report)")
+    add_verbose_argument(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override any config field, e.g. model.filters=32")
     for flag, key in getattr(task, "CLI_FLAGS", {}).items():
@@ -69,6 +73,10 @@ def config_from_args(task, args):
         cfg.run.resume = True
     if getattr(args, "skip_bad", False):
         cfg.run.skip_bad = True
+    if getattr(args, "fast_nondeterministic", False):
+        cfg.run.fast_nondeterministic = True
+    if getattr(args, "verbose", False):
+        cfg.run.verbose = True
     for name, value in vars(args).items():
         if name.startswith("task_flag:") and value is not None:
             config_lib.set_value(cfg, name.split(":", 1)[1], value)
@@ -88,10 +96,52 @@ def parse_train_args(task, argv=None):
     return config_from_args(task, args)
 
 
+def add_verbose_argument(parser):
+    # Read before TensorFlow is imported (see common/quiet.py); declared here
+    # so that --help lists it and argparse accepts it.
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's log lines and converter output")
+
+
+def parse_evaluate_args(task, argv=None):
+    parser = argparse.ArgumentParser(
+        prog=f"python -m tasks.{task.NAME}.evaluate",
+        description="Score a saved model on the test split its config names.")
+    parser.add_argument("model", help=".keras file, .tflite file or SavedModel folder")
+    parser.add_argument("--config", help="config.json of the training run "
+                        "(default: found beside the model)")
+    parser.add_argument("--data", help="score on other data than the training run's")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also score the trivial baselines")
+    add_verbose_argument(parser)
+    args = parser.parse_args(argv)
+    args.overrides = list(args.overrides) + ([f"data.source={args.data}"] if args.data else [])
+    return args
+
+
+def parse_export_args(task, argv=None):
+    parser = argparse.ArgumentParser(
+        prog=f"python -m tasks.{task.NAME}.export",
+        description="Export a trained .keras model to LiteRT and TF Serving.")
+    parser.add_argument("model", help="the .keras file of a training run")
+    parser.add_argument("--config", help="config.json of the training run")
+    parser.add_argument("--export-dir", default=None, help="TF Serving root (default: the run's)")
+    parser.add_argument("--out", default=None, help="folder for the .tflite files "
+                        "(default: beside the model)")
+    add_verbose_argument(parser)
+    args = parser.parse_args(argv)
+    if not args.model.endswith(".keras"):
+        raise UserError(f"{args.model}: expected a .keras file")
+    return args
+
+
 def predict_parser(task, description, default_model, inputs_help="image files"):
     """The arguments every `predict` shares: inputs, --model, --config, --out."""
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{task.NAME}.predict",
                                      description=description)
+    add_verbose_argument(parser)
     parser.add_argument("inputs", nargs="+", help=inputs_help)
     parser.add_argument("--model", default=default_model,
                         help=".keras, .tflite or SavedModel folder")
@@ -118,6 +168,11 @@ def load_config(task, path):
     for key, value in pairs.items():
         config_lib.set_value(cfg, key, value)
     return cfg
+
+
+def command(run, argv=None):
+    """What every command module's `main` does: run `run(argv)` under `main_guard`."""
+    return main_guard(lambda: run(argv))
 
 
 def main_guard(function):

@@ -83,6 +83,10 @@ class RunConfig:
     strategy: str = "default"  # default, mirrored, multi_worker, tpu
     resume: bool = False
     skip_bad: bool = False
+    # Op determinism (same seed, same report) costs some speed; this turns it off.
+    fast_nondeterministic: bool = False
+    # Show TensorFlow's own log lines and converter output.
+    verbose: bool = False
     # Cap on test examples scored (None: the whole test split).
     max_test_examples: Optional[int] = None
 

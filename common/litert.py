@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from common import quiet
+
 
 def interpreter_class():
     try:
@@ -36,7 +38,8 @@ def make_interpreter(path, num_threads=2, delegates=True):
         if resolver is not None:
             kwargs["experimental_op_resolver_type"] = \
                 resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = cls(model_path=str(path), num_threads=num_threads, **kwargs)
+    with quiet.captured_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+        interpreter = cls(model_path=str(path), num_threads=num_threads, **kwargs)
     interpreter.allocate_tensors()
     return interpreter
 

@@ -1,75 +1,27 @@
-"""One run of any task: float training, QAT, export, evaluation, report.
+"""One training run of any task, in named stages.
+
+    prepare -> float -> qat -> export -> evaluate -> report
 
 `run_train(task, argv)` is what every `python -m tasks.<task>.train` calls.
-`task` is the task package (e.g. `tasks.segmentation`); `common/` only reads
-the names of the task contract from it and never imports `tasks/` itself.
-
-The task contract
------------------
-Required names on the task package:
-
-- `NAME`: "segmentation", "detection", ...
-- `Config`: a dataclass subclassing `common.config.BaseConfig`.
-- `PRESETS`: {"smoke": {...}, "default": {...}, <paper-sized>: {...}}, each a
-  dict of dotted overrides (`{"train.epochs": 2, "model.filters": 8}`).
-- `PRIMARY_METRIC`: the key of `evaluate()`'s dict that the report leads with.
-- `build_datasets(cfg) -> common.data.Splits`: batched `train`, `val`, `test`
-  datasets of fixed-shape `(inputs, targets)`, plus `info` (a dict: classes,
-  vocabulary, image size ...). The test split is fixed and never augmented.
-- `build_model(cfg, info) -> keras.Model`: Functional, standard or registered
-  layers, raw outputs (logits; no NMS/argmax/tokenizer inside).
-- `compile_args(cfg, info) -> dict`: keyword arguments for `model.compile`
-  other than the optimizer (`loss`, `metrics`, `loss_weights`); common adds
-  the optimizer, `jit_compile` and `steps_per_execution`.
-- `build_serving_model(model, cfg, info) -> dict`: TF Serving endpoints,
-  `{"serving_default": (fn, [tf.TensorSpec, ...]), ...}` where `fn` may use
-  TF ops (resize, decode, tokenizer, argmax) around `model`.
-- `metrics.evaluate(predict_fn, dataset, info) -> dict`: metric name ->
-  float (lists/dicts allowed for per-class values). `predict_fn(inputs) ->
-  outputs` takes one batch of inputs as numpy (array or dict of arrays) and
-  returns numpy. It is read from the task's `metrics` module because the
-  package attribute `evaluate` becomes the `evaluate.py` CLI module as soon
-  as that module is imported.
-- `baseline_predict_fn(splits, info) -> predict_fn`: the trivial baseline,
-  scored by the same `evaluate`.
-
-Optional names (the default is used when absent):
-
-- `MONITOR = ("val_loss", "min")`: checkpoint / early-stopping metric.
-- `edge_model(model, cfg) -> keras.Model`: the fixed-shape part converted to
-  LiteRT; default: `model` itself.
-- `representative_dataset(splits, cfg) -> callable`: returns a generator of
-  lists of batch-1 numpy inputs; default: the first
-  `cfg.export.representative_samples` examples of `splits.calibration`
-  (unshuffled, unaugmented training examples; the validation split when the
-  task leaves it None).
-- `predict_fn_from_raw(raw_fn, cfg, info) -> predict_fn`: wraps a function
-  giving the edge model's raw outputs (Keras or LiteRT alike) with host-side
-  post-processing (e.g. box decoding + NMS); default: `raw_fn` unchanged.
-- `fit_float(model, splits, cfg, info, context) -> keras.Model`: replaces the
-  default float stage (`common.training.fit`), for tasks with several stages
-  (MLM pre-training, GAN); `context` is a `RunContext`. Scores it measures
-  itself go in `info["extra_metrics"]` ({name: {metric: value}}) and appear
-  in the report beside `float`, `int8`, ...
-- `save_samples(predict_fn, splits, info, out_dir, int8_predict_fn=None)
-  -> [png paths]`: pictures of predictions (float, and INT8 when given) for
-  the report.
-- `CLI_FLAGS = {"--teacher": "model.teacher", ...}`: extra command-line
-  flags, each bound to one dotted config key.
-- `custom_objects() -> dict`: registered classes needed to load `.keras`.
+Each stage is a small function with explicit inputs and outputs; when it
+finishes, the run folder's `manifest.json` records it (see
+`common/runfolder.py`) and `--resume` skips it. `task` is the task package;
+`common/` reads the names of the task contract from it (documented in
+docs/ARCHITECTURE.md) and never imports `tasks/` itself.
 """
 
 import dataclasses
 import importlib
 import os
-import shutil
 import time
 
 import keras
 import numpy as np
 
-from common import cli, export, litert, qat, report as report_lib, training
-from common.errors import UserError
+from common import artifacts as artifacts_lib
+from common import cli, export, files, litert, qat, quiet, training
+from common import report as report_lib
+from common.runfolder import RunFolder
 
 
 @dataclasses.dataclass
@@ -79,6 +31,7 @@ class RunContext:
     run_dir: str
     strategy: object
     monitor: tuple
+    resume: bool = False
 
     def stage_dir(self, stage):
         return os.path.join(self.run_dir, "stages", stage)
@@ -90,66 +43,19 @@ class RunContext:
                             log_dir=os.path.join(self.run_dir, "logs", stage), **kwargs)
 
 
-# --- helpers shared by train / evaluate / predict ---------------------------
+# --- the task contract, with its defaults ----------------------------------
 
 def _optional(task, name, default):
     return getattr(task, name, default)
 
 
-def custom_objects(task):
-    objects = qat.custom_objects()
-    objects.update(_optional(task, "custom_objects", dict)())
-    return objects
+def task_score(task):
+    """The task's metric function, `<task>.metrics.score`."""
+    return importlib.import_module(f"{task.__name__}.metrics").score
 
 
-def save_keras_atomic(model, path):
-    temporary = f"{path}.tmp-{os.getpid()}.keras"
-    model.save(temporary)
-    os.replace(temporary, path)
-
-
-def keras_raw_fn(model):
-    def raw(inputs):
-        outputs = model(inputs, training=False)
-        return keras.tree.map_structure(lambda t: np.asarray(t), outputs)
-    return raw
-
-
-def saved_model_raw_fn(path):
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    if "raw" not in loaded.signatures:
-        raise UserError(f"{path}: SavedModel has no 'raw' signature (not exported by this suite?)")
-    signature = loaded.signatures["raw"]
-    input_names = sorted(signature.structured_input_signature[1])
-    output_names = sorted(signature.structured_outputs)
-
-    def raw(inputs):
-        if isinstance(inputs, dict):
-            feed = {name: tf.constant(inputs[name]) for name in input_names}
-        else:
-            arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-            feed = {name: tf.constant(a) for name, a in zip(input_names, arrays)}
-        result = signature(**feed)
-        outputs = [result[name].numpy() for name in output_names]
-        return outputs[0] if len(outputs) == 1 else outputs
-    return raw
-
-
-def load_raw_fn(task, path):
-    """A batch function giving raw outputs for a `.keras`, `.tflite` or SavedModel."""
-    if not os.path.exists(path):
-        raise UserError(f"{path}: model file not found")
-    if path.endswith(".tflite"):
-        return litert.LiteRTModel(path)
-    if path.endswith(".keras"):
-        model = keras.saving.load_model(path, custom_objects=custom_objects(task),
-                                        safe_mode=True)
-        return keras_raw_fn(model)
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
-        return saved_model_raw_fn(path)
-    raise UserError(f"{path}: expected a .keras file, a .tflite file or a SavedModel folder")
+def edge_model(task, model, cfg):
+    return _optional(task, "edge_model", lambda m, c: m)(model, cfg)
 
 
 def representative_dataset(task, splits, cfg):
@@ -160,11 +66,6 @@ def representative_dataset(task, splits, cfg):
         return custom(splits, cfg)
     source = splits.calibration if splits.calibration is not None else splits.val
     return export.representative_from_dataset(source, cfg.export.representative_samples)
-
-
-def task_evaluate(task):
-    """The task's metric function (see the contract above for why `metrics`)."""
-    return importlib.import_module(f"{task.__name__}.metrics").evaluate
 
 
 def predict_fn_from_raw(task, raw_fn, cfg, info):
@@ -178,178 +79,273 @@ def limited(dataset, cfg):
     return dataset
 
 
-def _check_run_folder(cfg):
-    """Refuse to mix a new run into a folder holding an interrupted one."""
-    stages = os.path.join(cfg.run.out, "stages")
-    interrupted = os.path.isdir(stages) and not os.path.exists(
-        os.path.join(cfg.run.out, "report.json"))
-    if interrupted and not cfg.run.resume:
-        raise UserError(
-            f"{cfg.run.out} holds an interrupted run; pass --resume to continue it, "
-            "or choose another --out"
-        )
-    if not cfg.run.resume and os.path.isdir(stages):
-        # A finished run is replaced by a fresh one in the same folder.
-        shutil.rmtree(stages)
+def strongest_baseline(baselines, primary_metric, mode):
+    """Name of the best baseline by the primary metric (`mode` max or min)."""
+    scored = {name: values[primary_metric] for name, values in baselines.items()
+              if primary_metric in values}
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=scored.get)
 
 
-# --- the training run -------------------------------------------------------
+def _say(task, message):
+    print(f"[{task.NAME}] {message}", flush=True)
 
-def run_train(task, argv=None):
-    """Parse `argv`, then train, quantize, export, evaluate and report."""
-    started = time.time()
-    seconds = {}
-    cfg = cli.parse_train_args(task, argv)
-    run_dir = cfg.run.out
-    _check_run_folder(cfg)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as handle:
-        handle.write(cfg.to_json())
-    strategy = training.configure(cfg)
-    monitor = tuple(_optional(task, "MONITOR", ("val_loss", "min")))
-    context = RunContext(run_dir=run_dir, strategy=strategy, monitor=monitor)
-    notes = []
 
-    print(f"[{task.NAME}] preset {cfg.preset}, data {cfg.data.source}, run folder {run_dir}")
+# --- the stages --------------------------------------------------------------
+
+def prepare_data(task, cfg, run):
+    """Stage `prepare`: the task's splits; `info.json` in the run folder."""
+    phase = time.time()
+    _say(task, f"preset {cfg.preset}, data {cfg.data.source}, run folder {run.path}")
     splits = task.build_datasets(cfg)
-    info = splits.info
-    report_lib.write_json_atomic(os.path.join(run_dir, "info.json"), info)
-    compile_args = task.compile_args(cfg, info)
+    files.write_text_atomic(run.file("info.json"), files.json_text(splits.info))
+    if not run.finished("prepare"):
+        run.record("prepare", time.time() - phase,
+                   {"skipped": splits.skipped, "summary": splits.summary})
+    return splits
 
-    # 1. Float training (skipped on --resume when it already finished).
-    float_path = os.path.join(run_dir, "model.keras")
-    phase = time.time()
-    if cfg.run.resume and os.path.exists(float_path):
-        print(f"[{task.NAME}] resume: float model already trained, loading {float_path}")
-        model = keras.saving.load_model(float_path, custom_objects=custom_objects(task),
-                                        safe_mode=True)
-    else:
-        with strategy.scope():
-            model = task.build_model(cfg, info)
-            fit_float = _optional(task, "fit_float", None)
-            if fit_float:
-                model = fit_float(model, splits, cfg, info, context)
-            else:
-                context.fit(model, splits, cfg, compile_args, "float")
-        save_keras_atomic(model, float_path)
-    seconds["train"] = time.time() - phase
-    edge = _optional(task, "edge_model", lambda m, c: m)(model, cfg)
 
-    # 2. Quantization-aware fine-tuning from the float weights.
+def train_float(task, cfg, splits, run, context):
+    """Stage `float`: `model.keras`, plus the notes and scores a custom stage returns."""
+    path = run.file("model.keras")
+    done = run.finished("float")
+    if done and os.path.exists(path):
+        _say(task, "resume: float training already finished, loading model.keras")
+        return artifacts_lib.load_keras(task, path), done
     phase = time.time()
-    qat_model = None
-    if cfg.qat.enabled:
-        with strategy.scope():
-            qat_model = qat.quantize_model(edge)
-            qat.calibrate(qat_model, splits.train, steps=5)
-            context.fit(qat_model, splits, cfg, compile_args, "qat",
-                        epochs=cfg.qat.epochs, learning_rate=cfg.qat.learning_rate,
-                        steps_per_epoch=cfg.qat.steps_per_epoch)
-    else:
-        notes.append("QAT was off (--no-qat or qat.enabled=false): metrics.int8 is the post-training INT8 model.")
-    seconds["qat"] = time.time() - phase
+    with context.strategy.scope():
+        model = task.build_model(cfg, splits.info)
+        fit_float = _optional(task, "fit_float", None)
+        if fit_float:
+            result = fit_float(model, splits, cfg, splits.info, context)
+        else:
+            context.fit(model, splits, cfg, task.compile_args(cfg, splits.info), "float")
+            result = training.FloatResult(model)
+    files.save_keras_atomic(result.model, path)
+    outputs = {"model": "model.keras", "notes": result.notes, "metrics": result.metrics}
+    run.record("float", time.time() - phase, outputs)
+    training.remove_backup(context.stage_dir("float"))
+    return result.model, outputs
 
-    # 3. Export: LiteRT float, INT8 (QAT), INT8 (post-training), SavedModel.
+
+def train_qat(task, cfg, splits, edge, run, context):
+    """Stage `qat`: fake-quant clone of the edge model, fine-tuned from the
+    float weights; `model_qat.keras`. None when QAT is off."""
+    if not cfg.qat.enabled:
+        return None
+    path = run.file("model_qat.keras")
+    if run.finished("qat") and os.path.exists(path):
+        _say(task, "resume: QAT already finished, loading model_qat.keras")
+        return artifacts_lib.load_keras(task, path)
     phase = time.time()
+    _say(task, "quantization-aware fine-tuning")
+    with context.strategy.scope():
+        qat_model = qat.quantize_model(edge)
+        qat.calibrate(qat_model, splits.train, steps=5)
+        context.fit(qat_model, splits, cfg, task.compile_args(cfg, splits.info), "qat",
+                    epochs=cfg.qat.epochs, learning_rate=cfg.qat.learning_rate,
+                    steps_per_epoch=cfg.qat.steps_per_epoch)
+    files.save_keras_atomic(qat_model, path)
+    run.record("qat", time.time() - phase, {"model": "model_qat.keras"})
+    training.remove_backup(context.stage_dir("qat"))
+    return qat_model
+
+
+def export_models(task, cfg, splits, model, edge, qat_model, run):
+    """Stage `export`: LiteRT float, INT8 (QAT), INT8 (post-training) and a
+    SavedModel version; each artifact is recorded as it is written, so a
+    resumed run writes only the missing ones."""
+    done = run.finished("export")
+    if done:
+        return done
+    phase = time.time()
+    outputs = {"artifacts": {"keras": "model.keras"}, "int8_ops": {}}
     representative = representative_dataset(task, splits, cfg)
-    artifacts = {"keras": "model.keras"}
-    op_reports = {}
-    print(f"[{task.NAME}] exporting LiteRT float")
-    export.convert_to_tflite(edge, os.path.join(run_dir, "model_float.tflite"))
-    artifacts["tflite_float"] = "model_float.tflite"
+    conversions = [("tflite_float", "model_float.tflite", edge, None, "LiteRT float")]
     if qat_model is not None:
-        print(f"[{task.NAME}] exporting LiteRT INT8 (QAT)")
-        op_reports["tflite_int8"] = export.convert_to_tflite(
-            qat_model, os.path.join(run_dir, "model_int8.tflite"), representative)
-        artifacts["tflite_int8"] = "model_int8.tflite"
+        conversions.append(("tflite_int8", "model_int8.tflite", qat_model, representative,
+                            "LiteRT INT8 (QAT)"))
     if cfg.export.post_training_int8 or qat_model is None:
-        print(f"[{task.NAME}] exporting LiteRT INT8 (post-training)")
-        name = "model_ptq_int8.tflite" if qat_model is not None else "model_int8.tflite"
-        key = "tflite_ptq_int8" if qat_model is not None else "tflite_int8"
-        op_reports[key] = export.convert_to_tflite(edge, os.path.join(run_dir, name),
-                                                   representative)
-        artifacts[key] = name
-    print(f"[{task.NAME}] exporting SavedModel for TF Serving")
-    serving = export.as_float32(model)
-    endpoints = task.build_serving_model(serving, cfg, info)
-    saved_model_dir = export.export_saved_model(
-        serving, endpoints, cfg.run.export_dir, task.NAME,
-        extra_files={"config.json": cfg.to_json(), "info.json": _json_text(info)})
-    artifacts["saved_model"] = os.path.abspath(saved_model_dir)
-    seconds["export"] = time.time() - phase
+        key, name = (("tflite_ptq_int8", "model_ptq_int8.tflite") if qat_model is not None
+                     else ("tflite_int8", "model_int8.tflite"))
+        conversions.append((key, name, edge, representative, "LiteRT INT8 (post-training)"))
+    for key, name, source, calibration, label in conversions:
+        step = f"export:{key}"
+        previous = run.finished(step)
+        if previous and os.path.exists(run.file(name)):
+            outputs["artifacts"][key] = name
+            if previous.get("ops"):
+                outputs["int8_ops"][key] = previous["ops"]
+            continue
+        _say(task, f"exporting {label}")
+        started = time.time()
+        with quiet.captured_stderr(cfg.run.verbose):
+            op_report = export.convert_to_tflite(source, run.file(name), calibration)
+        outputs["artifacts"][key] = name
+        if calibration is not None:
+            outputs["int8_ops"][key] = op_report
+        run.record(step, time.time() - started, {"ops": outputs["int8_ops"].get(key)})
 
-    # 4. Evaluation of every artifact on the same test split.
+    _say(task, "exporting SavedModel for TF Serving")
+    serving = export.as_float32(model)
+    endpoints = task.build_serving_model(serving, cfg, splits.info)
+    with quiet.captured_stderr(cfg.run.verbose):
+        saved_model_dir = export.export_saved_model(
+            serving, endpoints, cfg.run.export_dir, task.NAME,
+            extra_files={"config.json": cfg.to_json(),
+                         "info.json": files.json_text(splits.info)})
+    outputs["artifacts"]["saved_model"] = os.path.relpath(saved_model_dir, run.path)
+    outputs["saved_model_dir"] = os.path.abspath(saved_model_dir)
+    run.record("export", time.time() - phase, outputs)
+    return outputs
+
+
+def evaluate_models(task, cfg, splits, edge, artifacts, run):
+    """Stage `evaluate`: every artifact and every baseline on the same test split.
+
+    Returns (metrics, predict_fns); the predict functions serve the pictures.
+    """
     phase = time.time()
     test = limited(splits.test, cfg)
-    metrics = {}
-    scored = [("float", keras_raw_fn(export.as_float32(edge)))]
+    info = splits.info
+    score = task_score(task)
+    scored = [("float", artifacts_lib.keras_raw_fn(export.as_float32(edge)))]
     for name, key in (("tflite_float", "tflite_float"), ("int8", "tflite_int8"),
                       ("ptq_int8", "tflite_ptq_int8")):
         if key in artifacts:
-            scored.append((name, litert.LiteRTModel(os.path.join(run_dir, artifacts[key]))))
-    predict_fns = {}
-    for name, raw_fn in scored:
-        print(f"[{task.NAME}] evaluating {name}")
-        predict_fns[name] = predict_fn_from_raw(task, raw_fn, cfg, info)
-        metrics[name] = task_evaluate(task)(predict_fns[name], test, info)
-    metrics["baseline"] = task_evaluate(task)(task.baseline_predict_fn(splits, info), test, info)
-    # Scores a custom `fit_float` measured itself (e.g. the GAN stage's model).
-    for name, values in info.get("extra_metrics", {}).items():
-        metrics.setdefault(name, values)
-    seconds["evaluate"] = time.time() - phase
+            scored.append((name, litert.LiteRTModel(run.file(artifacts[key]))))
+    predict_fns = {name: predict_fn_from_raw(task, raw_fn, cfg, info) for name, raw_fn in scored}
+    done = run.finished("evaluate")
+    if done:
+        return done["metrics"], predict_fns
+    metrics = {}
+    for name in predict_fns:
+        _say(task, f"evaluating {name}")
+        metrics[name] = score(predict_fns[name], test, info)
+    metrics["baselines"] = {name: score(fn, test, info)
+                            for name, fn in task.baseline_predict_fns(splits, info).items()}
+    best = strongest_baseline(metrics["baselines"], task.PRIMARY_METRIC,
+                              _optional(task, "PRIMARY_METRIC_MODE", "max"))
+    if best is not None:
+        metrics["baseline"] = dict(metrics["baselines"][best], name=best)
+    run.record("evaluate", time.time() - phase, {"metrics": metrics})
+    return metrics, predict_fns
 
-    # 5. Sizes, latency, pictures, report.
-    sizes = {key: os.path.getsize(os.path.join(run_dir, path))
+
+def latency(artifacts, run, example, repeats):
+    return {key: litert.LiteRTModel(run.file(path)).median_latency_ms(example, repeats=repeats)
+            for key, path in artifacts.items() if key.startswith("tflite")}
+
+
+def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
+                 metrics, predict_fns):
+    """Stage `report`: report.json (the contract), report.md, pictures."""
+    phase = time.time()
+    artifacts = export_outputs["artifacts"]
+    primary = task.PRIMARY_METRIC
+    mode = _optional(task, "PRIMARY_METRIC_MODE", "max")
+    # Scores a custom float stage measured itself (e.g. the GAN-stage generator).
+    for name, values in float_outputs.get("metrics", {}).items():
+        metrics.setdefault(name, values)
+    sizes = {key: os.path.getsize(run.file(path))
              for key, path in artifacts.items() if key.startswith("tflite")}
-    example = next(iter(test.unbatch().batch(1).take(1)))[0]
+    example = next(iter(limited(splits.test, cfg).unbatch().batch(1).take(1)))[0]
     example = keras.tree.map_structure(lambda t: np.asarray(t), example)
-    latency = {}
-    for key in sizes:
-        latency[key] = litert.LiteRTModel(os.path.join(run_dir, artifacts[key])).median_latency_ms(
-            example, repeats=cfg.export.latency_samples)
+    latency_ms = latency(artifacts, run, example, cfg.export.latency_samples)
+
+    notes = []
+    baseline = metrics.get("baseline")
+    if baseline and primary in baseline and primary in metrics["float"]:
+        model_value, baseline_value = metrics["float"][primary], baseline[primary]
+        beaten = model_value > baseline_value if mode == "max" else model_value < baseline_value
+        if not beaten:
+            notes.append(f"The float model does NOT beat the {baseline['name']} baseline: "
+                         f"{primary} {model_value:.4f} vs {baseline_value:.4f}.")
+    if not cfg.qat.enabled:
+        notes.append("QAT was off (--no-qat or qat.enabled=false): metrics.int8 is the "
+                     "post-training INT8 model.")
+    if splits.skipped:
+        notes.append(f"data: {splits.skipped} bad samples were skipped (--skip-bad).")
+    notes.extend(splits.notes)
+    notes.extend(float_outputs.get("notes", []))
+    for name, op_report in export_outputs["int8_ops"].items():
+        if op_report and op_report.get("float_compute_ops"):
+            notes.append(f"{name}: these compute ops stay float: "
+                         f"{', '.join(op_report['float_compute_ops'])}")
+
     pictures = []
-    histories = {stage: training.read_history(context.stage_dir(stage))
-                 for stage in sorted(os.listdir(os.path.join(run_dir, "stages")))} \
-        if os.path.isdir(os.path.join(run_dir, "stages")) else {}
-    if report_lib.plot_history(histories, os.path.join(run_dir, "training_curves.png")):
+    stages_dir = run.file("stages")
+    histories = ({stage: training.read_history(context.stage_dir(stage))
+                  for stage in sorted(os.listdir(stages_dir))}
+                 if os.path.isdir(stages_dir) else {})
+    if report_lib.plot_history(histories, run.file("training_curves.png")):
         pictures.append("training_curves.png")
-    if report_lib.plot_metrics(metrics, task.PRIMARY_METRIC, os.path.join(run_dir, "metrics.png")):
+    if report_lib.plot_metrics(metrics, primary, run.file("metrics.png")):
         pictures.append("metrics.png")
     save_samples = _optional(task, "save_samples", None)
     if save_samples:
         int8_fn = predict_fns.get("int8", predict_fns.get("ptq_int8"))
-        for path in save_samples(predict_fns["float"], splits, info, run_dir, int8_fn):
-            pictures.append(os.path.relpath(path, run_dir))
-    for name, op_report in op_reports.items():
-        if op_report["float_compute_ops"]:
-            notes.append(f"{name}: these compute ops stay float: "
-                         f"{', '.join(op_report['float_compute_ops'])}")
-    notes.extend(info.get("notes", []))
-    seconds["total"] = time.time() - started
+        for path in save_samples(predict_fns["float"], splits, splits.info, run.path, int8_fn):
+            pictures.append(os.path.relpath(path, run.path))
+
+    seconds = {stage: value for stage, value in run.seconds().items() if ":" not in stage}
     run_report = {
         "task": task.NAME,
         "preset": cfg.preset,
         "data": cfg.data.source,
-        "primary_metric": task.PRIMARY_METRIC,
+        "primary_metric": primary,
         "metrics": metrics,
         "artifacts": artifacts,
         "sizes_bytes": sizes,
-        "latency_ms": latency,
-        "seconds": seconds,
-        "test_examples": info.get("num_test", None),
-        "int8_ops": op_reports,
+        "latency_ms": latency_ms,
+        "seconds": {
+            "train": seconds.get("float", 0.0), "qat": seconds.get("qat", 0.0),
+            "export": seconds.get("export", 0.0), "evaluate": seconds.get("evaluate", 0.0),
+            # Stages of every process that worked on the run (resumed ones too).
+            "total": sum(seconds.values()) + time.time() - phase,
+        },
+        "test_examples": splits.info.get("num_test"),
+        "data_summary": dict(splits.summary, skipped=splits.skipped),
+        "int8_ops": export_outputs["int8_ops"],
         "xla": training.use_xla(cfg.run),
+        "deterministic": not cfg.run.fast_nondeterministic,
+        "stages": {stage: {"seconds": record["seconds"], "finished": record["finished"]}
+                   for stage, record in run.manifest["stages"].items()},
         "notes": notes,
         "pictures": pictures,
     }
-    report_lib.write_json_atomic(os.path.join(run_dir, "report.json"), run_report)
-    report_lib.write_markdown(run_report, os.path.join(run_dir, "report.md"))
+    files.write_json_atomic(run.file("report.json"), run_report)
+    report_lib.write_markdown(run_report, run.file("report.md"))
+    return run_report
+
+
+def run_train(task, argv=None):
+    """Parse `argv`, then run every stage; returns the report dict."""
+    cfg = cli.parse_train_args(task, argv)
+    with RunFolder(cfg) as run:
+        strategy = training.configure(cfg)
+        monitor = tuple(_optional(task, "MONITOR", ("val_loss", "min")))
+        context = RunContext(run_dir=run.path, strategy=strategy, monitor=monitor,
+                             resume=cfg.run.resume)
+        splits = prepare_data(task, cfg, run)
+        model, float_outputs = train_float(task, cfg, splits, run, context)
+        edge = edge_model(task, model, cfg)
+        qat_model = train_qat(task, cfg, splits, edge, run, context)
+        export_outputs = export_models(task, cfg, splits, model, edge, qat_model, run)
+        metrics, predict_fns = evaluate_models(task, cfg, splits, edge,
+                                               export_outputs["artifacts"], run)
+        run_report = write_report(task, cfg, splits, run, context, float_outputs,
+                                  export_outputs, metrics, predict_fns)
     primary = task.PRIMARY_METRIC
-    summary = ", ".join(f"{name} {values.get(primary, float('nan')):.4f}"
-                        for name, values in metrics.items())
-    print(f"[{task.NAME}] {primary}: {summary}")
-    print(f"[{task.NAME}] report: {os.path.join(run_dir, 'report.md')}; "
-          f"SavedModel: {saved_model_dir}")
+    summary = ", ".join(f"{name} {values[primary]:.4f}" for name, values in metrics.items()
+                        if isinstance(values, dict) and primary in values)
+    _say(task, f"{primary}: {summary}")
+    for note in run_report["notes"][:1]:
+        _say(task, note)
+    _say(task, f"report: {run.file('report.md')}; SavedModel: "
+               f"{export_outputs['saved_model_dir']}")
     return run_report
 
 
@@ -357,124 +353,52 @@ def main_train(task, argv=None):
     return cli.main_guard(lambda: run_train(task, argv))
 
 
-def _json_text(data):
-    import json
-    return json.dumps(report_lib._jsonable(data), indent=2)
-
-
-# --- evaluate / export / predict --------------------------------------------
-
-def find_run_files(model_path):
-    """`config.json` and `info.json` saved beside a model by `run_train`.
-
-    They sit in the run folder (beside `.keras` / `.tflite`) or in a
-    SavedModel's `assets.extra/`.
-    """
-    folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
-    for candidate in (folder, os.path.join(folder, "assets.extra")):
-        config_path = os.path.join(candidate, "config.json")
-        if os.path.exists(config_path):
-            info_path = os.path.join(candidate, "info.json")
-            return config_path, info_path if os.path.exists(info_path) else None
-    return None, None
-
-
-def load_run_config(task, model_path, config_path=None, overrides=()):
-    """The training config of `model_path` (or `config_path`), with overrides."""
-    import json
-
-    from common import config as config_lib
-
-    info = None
-    found_config, info_path = find_run_files(model_path)
-    config_path = config_path or found_config
-    if config_path is None:
-        raise UserError(
-            f"{model_path}: no config.json beside the model; pass --config "
-            "PATH/config.json from its training run"
-        )
-    cfg = cli.load_config(task, config_path)
-    config_lib.apply_overrides(cfg, list(overrides))
-    if info_path:
-        with open(info_path) as handle:
-            info = json.load(handle)
-    return cfg, info
-
-
-def load_for_predict(task, args):
-    """(cfg, info, raw_fn) for the `--model` / `--config` of a predict command."""
-    cfg, info = load_run_config(task, args.model, args.config)
-    raw_fn = load_raw_fn(task, args.model)
-    os.makedirs(args.out, exist_ok=True)
-    return cfg, info, raw_fn
-
+# --- evaluate / export --------------------------------------------------------
 
 def run_evaluate(task, argv=None):
     """Score a `.keras`, `.tflite` or SavedModel on the test split of its data."""
-    import argparse
     import json
 
-    parser = argparse.ArgumentParser(
-        prog=f"python -m tasks.{task.NAME}.evaluate",
-        description="Score a saved model on the test split its config names.")
-    parser.add_argument("model", help=".keras file, .tflite file or SavedModel folder")
-    parser.add_argument("--config", help="config.json of the training run "
-                        "(default: found beside the model)")
-    parser.add_argument("--data", help="score on other data than the training run's")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also score the trivial baseline")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"data.source={args.data}"] if args.data else [])
-    cfg, _ = load_run_config(task, args.model, args.config, overrides)
+    args = cli.parse_evaluate_args(task, argv)
+    cfg, _ = artifacts_lib.load_run_config(task, args.model, args.config, args.overrides)
     training.set_seed(cfg.run.seed)
     splits = task.build_datasets(cfg)
-    raw_fn = load_raw_fn(task, args.model)
+    raw_fn = artifacts_lib.load_raw_fn(task, args.model)
     test = limited(splits.test, cfg)
+    score = task_score(task)
     results = {"model": args.model,
-               "metrics": task_evaluate(task)(
-                   predict_fn_from_raw(task, raw_fn, cfg, splits.info), test, splits.info)}
+               "metrics": score(predict_fn_from_raw(task, raw_fn, cfg, splits.info),
+                                test, splits.info)}
     if args.baseline:
-        results["baseline"] = task_evaluate(task)(
-            task.baseline_predict_fn(splits, splits.info), test, splits.info)
-    print(json.dumps(report_lib._jsonable(results), indent=2))
+        results["baselines"] = {name: score(fn, test, splits.info) for name, fn in
+                                task.baseline_predict_fns(splits, splits.info).items()}
+    print(json.dumps(files.jsonable(results), indent=2))
     return results
 
 
 def run_export(task, argv=None):
     """Export a trained `.keras` again: LiteRT float + post-training INT8 and a
     new SavedModel version (QAT happens during training, not here)."""
-    import argparse
     import json
 
-    parser = argparse.ArgumentParser(
-        prog=f"python -m tasks.{task.NAME}.export",
-        description="Export a trained .keras model to LiteRT and TF Serving.")
-    parser.add_argument("model", help="the .keras file of a training run")
-    parser.add_argument("--config", help="config.json of the training run")
-    parser.add_argument("--export-dir", default=None, help="TF Serving root (default: the run's)")
-    parser.add_argument("--out", default=None, help="folder for the .tflite files "
-                        "(default: beside the model)")
-    args = parser.parse_args(argv)
-    if not args.model.endswith(".keras"):
-        raise UserError(f"{args.model}: expected a .keras file")
-    cfg, _ = load_run_config(task, args.model, args.config)
+    args = cli.parse_export_args(task, argv)
+    cfg, _ = artifacts_lib.load_run_config(task, args.model, args.config)
     training.set_seed(cfg.run.seed)
     splits = task.build_datasets(cfg)
-    model = keras.saving.load_model(args.model, custom_objects=custom_objects(task),
-                                    safe_mode=True)
-    edge = _optional(task, "edge_model", lambda m, c: m)(model, cfg)
+    model = artifacts_lib.load_keras(task, args.model)
+    edge = edge_model(task, model, cfg)
     out = args.out or os.path.dirname(os.path.abspath(args.model))
     os.makedirs(out, exist_ok=True)
     representative = representative_dataset(task, splits, cfg)
     written = {"tflite_float": os.path.join(out, "export_float.tflite"),
                "tflite_ptq_int8": os.path.join(out, "export_ptq_int8.tflite")}
-    export.convert_to_tflite(edge, written["tflite_float"])
-    ops = export.convert_to_tflite(edge, written["tflite_ptq_int8"], representative)
-    written["saved_model"] = export.export_saved_model(
-        model, task.build_serving_model(model, cfg, splits.info),
-        args.export_dir or cfg.run.export_dir, task.NAME,
-        extra_files={"config.json": cfg.to_json(), "info.json": _json_text(splits.info)})
+    with quiet.captured_stderr(args.verbose):
+        export.convert_to_tflite(edge, written["tflite_float"])
+        ops = export.convert_to_tflite(edge, written["tflite_ptq_int8"], representative)
+        written["saved_model"] = export.export_saved_model(
+            model, task.build_serving_model(model, cfg, splits.info),
+            args.export_dir or cfg.run.export_dir, task.NAME,
+            extra_files={"config.json": cfg.to_json(),
+                         "info.json": files.json_text(splits.info)})
     print(json.dumps({"written": written, "int8_ops": ops}, indent=2))
     return written

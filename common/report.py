@@ -79,11 +79,17 @@ def write_markdown(report, path):
         f"({report.get('test_examples', '?')} examples).",
         "",
     ]
-    columns = sorted({k for m in report["metrics"].values() for k in m
-                      if isinstance(m.get(k), (int, float))})
+    # Notes first: "the model does not beat the baseline" must not hide at the end.
+    for note in report.get("notes", []):
+        lines += [f"> {note}", ""]
+    rows = [(name, values) for name, values in report["metrics"].items()
+            if name not in ("baselines", "baseline")]
+    rows += [(f"baseline: {name}", values)
+             for name, values in report["metrics"].get("baselines", {}).items()]
+    columns = sorted({k for _, m in rows for k in m if isinstance(m.get(k), (int, float))})
     lines.append("| model | " + " | ".join(columns) + " |")
     lines.append("|---|" + "---|" * len(columns))
-    for name, values in report["metrics"].items():
+    for name, values in rows:
         lines.append(f"| {name} | " + " | ".join(_format(values.get(c, "")) for c in columns) + " |")
     lines += ["", "| artifact | path | size (bytes) | latency (ms, batch 1, 2 threads) |",
               "|---|---|---|---|"]
@@ -101,8 +107,6 @@ def write_markdown(report, path):
             lines.append(f"- `{name}`: compute ops on float: "
                          f"{', '.join(compute) if compute else 'none'}; "
                          f"other ops left in float: {', '.join(float_ops) if float_ops else 'none'}")
-    for note in report.get("notes", []):
-        lines += ["", f"> {note}"]
     pictures = report.get("pictures", [])
     if pictures:
         lines += ["", "## Pictures", ""]

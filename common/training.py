@@ -5,13 +5,16 @@ logs and a resumable backup under the run folder.
 """
 
 import dataclasses
+import json
 import os
+import shutil
 import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from common import files
 from common.errors import UserError
 
 @dataclasses.dataclass
@@ -63,8 +66,13 @@ def make_strategy(name):
 
 
 def configure(cfg):
-    """Seed everything, set the precision policy; return the strategy."""
-    keras.utils.set_random_seed(cfg.run.seed)
+    """Seed everything, make ops deterministic, set the precision policy;
+    return the strategy."""
+    set_seed(cfg.run.seed)
+    if not cfg.run.fast_nondeterministic:
+        # Same seed, same report: deterministic kernels and tf.data ordering
+        # (benchmarks/determinism.py measures what it costs).
+        tf.config.experimental.enable_op_determinism()
     if cfg.run.mixed_precision:
         # float16 needs loss scaling and only pays on GPUs; bfloat16 elsewhere.
         policy = "mixed_float16" if gpu_available() else "mixed_bfloat16"
@@ -166,16 +174,97 @@ def steps_in(dataset):
     return steps
 
 
-def make_callbacks(stage_dir, monitor, mode, patience=0, log_dir=None):
+class TrainingDiverged(UserError):
+    """A loss or metric became NaN or infinite."""
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop with an error naming the stage and epoch when a loss turns NaN/Inf.
+
+    Keras's TerminateOnNaN ends training quietly and the run would go on to
+    export a broken model; raising makes the command fail instead. The error
+    is raised before the epoch's backup is written, so the last backup holds
+    finite weights.
+    """
+
+    def __init__(self, stage):
+        super().__init__()
+        self.stage = stage
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _check(self, logs, where):
+        for key, value in (logs or {}).items():
+            if "loss" in key and value is not None and not np.isfinite(float(value)):
+                raise TrainingDiverged(
+                    f"{self.stage} training diverged: {key} is {float(value)} at epoch "
+                    f"{self.epoch + 1}{where}; lower the learning rate (--learning-rate) "
+                    "or turn on gradient clipping (--set train.clipnorm=1.0)")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, f", batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, "")
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose files are replaced whole: a kill while saving
+    leaves the previous backup, never a truncated one. The backup is kept
+    after training (the pipeline deletes it once the stage's model is saved)."""
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, delete_checkpoint=False)
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        with files.atomic_path(self._weights_path, ".weights.h5") as temporary:
+            self.model.save_weights(temporary, overwrite=True)
+        files.write_json_atomic(self._training_metadata_path,
+                                {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Weights of the best epoch by `monitor`, written atomically.
+
+    The best value so far is kept beside the weights, so a resumed fit does
+    not forget it and overwrite a better epoch with a worse one.
+    """
+
+    def __init__(self, path, monitor, mode):
+        super().__init__()
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.record_path = path + ".json"
+        self.best = None
+        if os.path.exists(self.record_path):
+            with open(self.record_path) as handle:
+                self.best = json.load(handle)["value"]
+
+    def _better(self, value):
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value) or not self._better(float(value)):
+            return
+        self.best = float(value)
+        with files.atomic_path(self.path, ".weights.h5") as temporary:
+            self.model.save_weights(temporary, overwrite=True)
+        files.write_json_atomic(self.record_path, {"value": self.best, "epoch": epoch + 1,
+                                                   "monitor": self.monitor})
+
+
+def make_callbacks(stage_dir, monitor, mode, patience=0, log_dir=None, stage="float"):
     """Backup for resume, best checkpoint, early stop, NaN guard, CSV/TensorBoard."""
     os.makedirs(stage_dir, exist_ok=True)
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(stage_dir, "best.weights.h5"), monitor=monitor, mode=mode,
-            save_best_only=True, save_weights_only=True,
-        ),
-        keras.callbacks.TerminateOnNaN(),
+        StopOnNonFinite(stage),
+        AtomicBackupAndRestore(os.path.join(stage_dir, "backup")),
+        BestCheckpoint(os.path.join(stage_dir, "best.weights.h5"), monitor, mode),
         keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=True),
     ]
     if log_dir:
@@ -205,7 +294,8 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
         epochs=epochs,
         steps_per_epoch=fixed_steps or None,
         callbacks=make_callbacks(stage_dir, monitor[0], monitor[1],
-                                 cfg.train.early_stopping_patience, log_dir),
+                                 cfg.train.early_stopping_patience, log_dir,
+                                 stage=os.path.basename(stage_dir)),
         shuffle=False,  # tf.data splits are shuffled by common.data.finish
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -231,5 +321,10 @@ def read_history(stage_dir):
 
 
 def set_seed(seed):
+    """Python, numpy, TensorFlow and Keras seeds at once."""
     keras.utils.set_random_seed(seed)
-    np.random.seed(seed)
+
+
+def remove_backup(stage_dir):
+    """Drop a finished stage's resume backup (after its model is saved)."""
+    shutil.rmtree(os.path.join(stage_dir, "backup"), ignore_errors=True)

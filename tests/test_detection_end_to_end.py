@@ -17,7 +17,7 @@ from PIL import Image
 
 from common.litert import LiteRTModel
 import tasks.detection as task
-from common import pipeline
+from common import artifacts, pipeline
 from tasks.detection import postprocess, serving, train
 from tasks.detection import predict as predict_cli
 
@@ -109,7 +109,7 @@ def test_saved_model_takes_bytes_or_uint8_of_any_size(run):
     cfg = task.Config()
     cfg.model.image_size = 64
     host = task.predict_fn_from_raw(
-        pipeline.load_raw_fn(task, os.path.join(run[1], "model.keras")), cfg,
+        artifacts.load_raw_fn(task, os.path.join(run[1], "model.keras")), cfg,
         {"class_names": ["circle", "square", "triangle"]})
     host_boxes, host_classes, host_scores = predict_cli.detect_image(host, big, 64)
     np.testing.assert_allclose(from_bytes["scores"][0, :count], host_scores, atol=1e-4)

@@ -1,3 +1,4 @@
+import json
 import os
 
 import keras
@@ -112,3 +113,66 @@ def test_explicit_steps_per_epoch_limits_each_epoch(tmp_path):
                            str(tmp_path), steps_per_epoch=2)
     assert len(history["loss"]) == 2
     assert int(model.optimizer.iterations) == 4  # 2 epochs x 2 steps, not 2 x 4 batches
+
+
+def test_nan_loss_stops_with_an_error_naming_stage_and_epoch(tmp_path):
+    cfg = config.BaseConfig()
+    cfg.train.epochs, cfg.train.learning_rate, cfg.train.schedule = 3, 0.1, "constant"
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+    def exploding(y_true, y_pred):  # finite for one epoch, then NaN
+        step = keras.ops.cast(model.optimizer.iterations, "float32")
+        return keras.ops.mean((y_true - y_pred) ** 2) + keras.ops.log(4.5 - step)
+
+    with pytest.raises(training.TrainingDiverged, match=r"float training diverged: loss is nan "
+                                                        r"at epoch 2, batch 2"):
+        training.fit(model, _regression_splits(), cfg, {"loss": exploding},
+                     str(tmp_path / "float"))
+    # The backup holds the last finite epoch, so --resume starts from good weights.
+    backup = tmp_path / "float" / "backup"
+    with open(backup / "training_metadata.json") as handle:
+        assert json.load(handle)["epoch"] == 1
+    restored = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    restored.load_weights(str(backup / "latest.weights.h5"))
+    assert all(np.isfinite(w).all() for w in restored.get_weights())
+
+
+def test_a_kill_while_saving_the_backup_keeps_the_previous_one(tmp_path, monkeypatch):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    callback = training.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    saved = (tmp_path / "backup" / "latest.weights.h5").read_bytes()
+
+    def killed(path, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "save_weights", killed)
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_epoch_end(1)
+    assert (tmp_path / "backup" / "latest.weights.h5").read_bytes() == saved
+    assert sorted(os.listdir(tmp_path / "backup")) == ["latest.weights.h5",
+                                                        "training_metadata.json"]
+    with open(tmp_path / "backup" / "training_metadata.json") as handle:
+        assert json.load(handle)["epoch"] == 1
+
+
+def test_best_checkpoint_remembers_the_best_value_across_resumes(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    path = str(tmp_path / "best.weights.h5")
+    first = training.BestCheckpoint(path, "val_loss", "min")
+    first.set_model(model)
+    first.on_epoch_end(0, {"val_loss": 0.5})
+    saved = open(path, "rb").read()
+    resumed = training.BestCheckpoint(path, "val_loss", "min")  # a new process
+    resumed.set_model(model)
+    model.set_weights([w + 1 for w in model.get_weights()])
+    resumed.on_epoch_end(1, {"val_loss": 0.7})  # worse: must not overwrite
+    assert open(path, "rb").read() == saved
+    resumed.on_epoch_end(2, {"val_loss": 0.4})
+    assert open(path, "rb").read() != saved

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 import tasks.detection as task
-from common import cli, data as data_lib, pipeline
+from common import artifacts, cli, data as data_lib
 from common.errors import DataError
 from tasks.detection.boxes import scale_boxes
 from tasks.detection.draw import draw_detections
@@ -33,7 +33,7 @@ def run(argv=None):
     parser.add_argument("--threshold", type=float, default=None,
                         help="lowest score drawn (default: postprocess.display_threshold)")
     args = parser.parse_args(argv)
-    cfg, info, raw_fn = pipeline.load_for_predict(task, args)
+    cfg, info, raw_fn = artifacts.load_for_predict(task, args)
     if not info or "class_names" not in info:
         raise DataError(
             f"{args.model}: no info.json with class names beside the model")
@@ -56,7 +56,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    return cli.main_guard(lambda: run(argv))
+    return cli.command(run, argv)
 
 
 if __name__ == "__main__":

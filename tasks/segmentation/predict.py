@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 import tasks.segmentation as task
-from common import cli, data as data_lib, pipeline, visualize
+from common import artifacts, cli, data as data_lib, visualize
 
 
 def segment_image(raw_fn, image, image_size):
@@ -27,7 +27,7 @@ def run(argv=None):
     parser = cli.predict_parser(task, __doc__.splitlines()[0],
                                 default_model="runs/segmentation-default/model.keras")
     args = parser.parse_args(argv)
-    cfg, info, raw_fn = pipeline.load_for_predict(task, args)
+    cfg, info, raw_fn = artifacts.load_for_predict(task, args)
     num_classes = info["num_classes"] if info else None
     written = []
     for path in args.inputs:
@@ -48,7 +48,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    return cli.main_guard(lambda: run(argv))
+    return cli.command(run, argv)
 
 
 if __name__ == "__main__":

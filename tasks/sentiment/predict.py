@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import tasks.sentiment as task
-from common import cli, pipeline
+from common import artifacts, cli
 from common.arrays import softmax
 from common.errors import UserError
 from tasks.sentiment.tokenizer import WordPieceTokenizer
@@ -31,12 +31,12 @@ def classify(model_path, texts):
         result = loaded.signatures["serving_default"](text=tf.constant(texts))
         return [(label.decode("utf-8"), float(probability)) for label, probability in
                 zip(result["label"].numpy(), result["probability"].numpy())]
-    cfg, info = pipeline.load_run_config(task, model_path)
+    cfg, info = artifacts.load_run_config(task, model_path)
     if info is None:
         raise UserError(f"{model_path}: no info.json beside the model (its vocabulary "
                         "and class names); pass a model from a training run folder")
     tokenizer = WordPieceTokenizer(info["vocabulary"], cfg.model.sequence_length)
-    raw_fn = pipeline.load_raw_fn(task, model_path)
+    raw_fn = artifacts.load_raw_fn(task, model_path)
     probabilities = softmax(raw_fn(tokenizer(tf.constant(texts)).numpy()))
     best = probabilities.argmax(-1)
     return [(info["classes"][index], float(probabilities[row, index]))
@@ -60,7 +60,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    return cli.main_guard(lambda: run(argv))
+    return cli.command(run, argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from common import files
 from common.errors import DataError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -83,10 +84,7 @@ def read_vocabulary(path):
 
 
 def write_vocabulary(vocabulary, path):
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(vocabulary) + "\n")
-    os.replace(temporary, path)
+    files.write_text_atomic(path, "\n".join(vocabulary) + "\n")
 
 
 def check_vocabulary(vocabulary, source):

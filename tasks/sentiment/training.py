@@ -16,7 +16,7 @@ import os
 import keras
 import tensorflow as tf
 
-from common import data as common_data
+from common import data as common_data, files, training
 from common.distill import Distiller, check_distillation_args
 from common.errors import UserError
 from common.training import FloatResult
@@ -65,6 +65,10 @@ def mask_tokens(token_ids, vocabulary, mask_rate, num_predictions, seed=None):
     return inputs, original, tf.cast(weights, tf.float32)
 
 
+# The pre-trained encoder, kept so that --resume skips pre-training.
+PRETRAINED_WEIGHTS = "pretrained_backbone.weights.h5"
+
+
 def mlm_splits(splits, cfg, info):
     vocabulary = info["vocabulary"]
     count = max_predictions(cfg)
@@ -81,28 +85,35 @@ def mlm_splits(splits, cfg, info):
 def pretrain_mlm(model, splits, cfg, info, context):
     """Masked-LM training of `model`'s backbone on the training text."""
     backbone = model_lib.backbone_of(model)
+    weights_path = os.path.join(context.run_dir, PRETRAINED_WEIGHTS)
+    if context.resume and os.path.exists(weights_path):
+        print(f"[sentiment] resume: MLM pre-training already finished, loading {weights_path}")
+        backbone.load_weights(weights_path)
+        return
     mlm_model = model_lib.build_mlm_model(backbone, cfg, max_predictions(cfg))
     compile_args = {
         "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         "weighted_metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     }
     print(f"[sentiment] MLM pre-training for {cfg.model.pretrain_epochs} epochs")
-    return context.fit(mlm_model, mlm_splits(splits, cfg, info), cfg, compile_args,
-                       "pretrain", epochs=cfg.model.pretrain_epochs,
-                       learning_rate=cfg.model.pretrain_learning_rate,
-                       monitor=("val_loss", "min"))
+    context.fit(mlm_model, mlm_splits(splits, cfg, info), cfg, compile_args,
+                "pretrain", epochs=cfg.model.pretrain_epochs,
+                learning_rate=cfg.model.pretrain_learning_rate,
+                monitor=("val_loss", "min"))
+    with files.atomic_path(weights_path, ".weights.h5") as temporary:
+        backbone.save_weights(temporary)
+    training.remove_backup(context.stage_dir("pretrain"))
 
 
 def load_teacher(cfg, info):
-    from common.pipeline import custom_objects
+    from common.artifacts import load_keras
     import tasks.sentiment as task
 
     path = cfg.model.teacher
     if not os.path.isfile(path) or not path.endswith(".keras"):
         raise UserError(f"--teacher {path}: expected the model.keras of a trained "
                         "sentiment run")
-    teacher = keras.saving.load_model(path, custom_objects=custom_objects(task),
-                                      safe_mode=True)
+    teacher = load_keras(task, path)
     length, classes = teacher.inputs[0].shape[1], teacher.outputs[0].shape[-1]
     if length != cfg.model.sequence_length:
         raise UserError(

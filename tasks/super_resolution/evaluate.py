@@ -8,7 +8,7 @@ from common import cli, pipeline
 
 
 def main(argv=None):
-    return cli.main_guard(lambda: pipeline.run_evaluate(task, argv))
+    return cli.command(lambda args: pipeline.run_evaluate(task, args), argv)
 
 
 if __name__ == "__main__":

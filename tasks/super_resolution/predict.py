@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import tasks.super_resolution as task
-from common import cli, pipeline
+from common import artifacts, cli
 from common.errors import UserError
 from common.litert import LiteRTModel
 from tasks.super_resolution.data import bicubic_upscale, crop_to_scale, downscale, read_rgb
@@ -112,7 +112,7 @@ def run(argv=None):
                         help="LR tile size (default: the .tflite's input size; whole "
                              "image for .keras / SavedModel)")
     args = parser.parse_args(argv)
-    cfg, _, raw_fn = pipeline.load_for_predict(task, args)
+    cfg, _, raw_fn = artifacts.load_for_predict(task, args)
     fixed = model_tile_size(raw_fn)
     tile = args.tile if args.tile is not None else fixed
     if fixed and tile != fixed:
@@ -134,7 +134,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    return cli.main_guard(lambda: run(argv))
+    return cli.command(run, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import os
 import keras
 import numpy as np
 
-from common import files
+from common import files, training
 from common.data import Splits
 from common.errors import UserError
 from common.gan import AdversarialTrainer, ContentLoss
@@ -59,19 +59,20 @@ def copy_generator(model, cfg, name):
     return generator
 
 
-def _save(model, path):
-    temporary = f"{path}.tmp-{os.getpid()}.keras"
-    model.save(temporary)
-    os.replace(temporary, path)
+def load_finished(path, context):
+    """The generator a finished sub-stage saved, when resuming; else None."""
+    if not (context.resume and os.path.exists(path)):
+        return None
+    print(f"[super_resolution] resume: {os.path.basename(path)} already trained, loading it")
+    return keras.saving.load_model(path, custom_objects=custom_objects(), safe_mode=True)
 
 
 def psnr_stage(model, splits, cfg, info, context):
     """Stage 1: L1 on small crops; loads the best validation checkpoint."""
     path = os.path.join(context.run_dir, "psnr_generator.keras")
-    if cfg.run.resume and os.path.exists(path):
-        print(f"[super_resolution] resume: PSNR stage already done, loading {path}")
-        model.set_weights(keras.saving.load_model(
-            path, custom_objects=custom_objects(), safe_mode=True).get_weights())
+    finished = load_finished(path, context)
+    if finished is not None:
+        model.set_weights(finished.get_weights())
         return model
     patches = Splits(train=splits.train_patches, val=splits.val, test=splits.test,
                      info=info)
@@ -80,7 +81,8 @@ def psnr_stage(model, splits, cfg, info, context):
     best = os.path.join(context.stage_dir("psnr"), "best.weights.h5")
     if os.path.exists(best):
         model.load_weights(best)
-    _save(model, path)
+    files.save_keras_atomic(model, path)
+    training.remove_backup(context.stage_dir("psnr"))
     return model
 
 
@@ -106,10 +108,14 @@ def gan_stage(psnr_generator, splits, cfg, context):
     gan = cfg.gan
     stage_dir = context.stage_dir("gan")
     os.makedirs(stage_dir, exist_ok=True)
+    content_losses, message = gan_content_losses(cfg)
+    path = os.path.join(context.run_dir, "gan_generator.keras")
+    finished = load_finished(path, context)
+    if finished is not None:
+        return finished, message
     generator = copy_generator(psnr_generator, cfg, "rrdb_generator_gan")
     normalization = "none" if gan.loss == "wgan_gp" else "batch"
     discriminator = build_discriminator(cfg.model, cfg.data.hr_patch_size, normalization)
-    content_losses, message = gan_content_losses(cfg)
     print(f"[super_resolution] stage 2/2: adversarial training ({gan.loss}), {message}")
     trainer = AdversarialTrainer(
         generator, discriminator, loss=gan.loss, adversarial_weight=gan.adversarial_weight,
@@ -127,12 +133,13 @@ def gan_stage(psnr_generator, splits, cfg, context):
     trainer.fit(
         train, epochs=gan.epochs, steps_per_epoch=steps, validation_data=splits.val,
         callbacks=[
-            keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup")),
-            keras.callbacks.TerminateOnNaN(),
+            training.StopOnNonFinite("gan"),
+            training.AtomicBackupAndRestore(os.path.join(stage_dir, "backup")),
             keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=True),
         ],
         verbose=2)
-    _save(generator, os.path.join(context.run_dir, "gan_generator.keras"))
+    files.save_keras_atomic(generator, path)
+    training.remove_backup(stage_dir)
     return generator, message
 
 

@@ -1,0 +1,120 @@
+"""Loading what a run saved: models of every format, and the run's config.
+
+A model is used through a raw function `inputs -> outputs` (numpy in and out)
+whatever its format, so the task's `score` treats the Keras model, a `.tflite`
+file and a SavedModel alike.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from common import cli, litert, qat
+from common import config as config_lib
+from common.errors import UserError
+
+
+def custom_objects(task):
+    """Classes a task's `.keras` files may name (QAT layers included)."""
+    objects = qat.custom_objects()
+    objects.update(getattr(task, "custom_objects", dict)())
+    return objects
+
+
+def load_keras(task, path):
+    """Load a `.keras` file with safe_mode on; refuse lambdas and unknown classes
+    with one line instead of a stack trace."""
+    try:
+        return keras.saving.load_model(path, custom_objects=custom_objects(task),
+                                       safe_mode=True)
+    except (TypeError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "lambda" in str(error).lower() or "safe_mode" in str(error):
+            raise UserError(f"{path}: refused to load: it holds a Lambda layer or "
+                            "Python code, which safe mode does not run") from None
+        raise UserError(f"{path}: cannot load as a {task.NAME} model ({message})") from None
+
+
+def keras_raw_fn(model):
+    def raw(inputs):
+        outputs = model(inputs, training=False)
+        return keras.tree.map_structure(lambda t: np.asarray(t), outputs)
+    return raw
+
+
+def saved_model_raw_fn(path):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    if "raw" not in loaded.signatures:
+        raise UserError(f"{path}: SavedModel has no 'raw' signature (not exported by this suite?)")
+    signature = loaded.signatures["raw"]
+    input_names = sorted(signature.structured_input_signature[1])
+    output_names = sorted(signature.structured_outputs)
+
+    def raw(inputs):
+        if isinstance(inputs, dict):
+            feed = {name: tf.constant(inputs[name]) for name in input_names}
+        else:
+            arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+            feed = {name: tf.constant(a) for name, a in zip(input_names, arrays)}
+        result = signature(**feed)
+        outputs = [result[name].numpy() for name in output_names]
+        return outputs[0] if len(outputs) == 1 else outputs
+    return raw
+
+
+def load_raw_fn(task, path):
+    """A batch function giving raw outputs for a `.keras`, `.tflite` or SavedModel."""
+    if not os.path.exists(path):
+        raise UserError(f"{path}: model file not found")
+    if path.endswith(".tflite"):
+        return litert.LiteRTModel(path)
+    if path.endswith(".keras"):
+        return keras_raw_fn(load_keras(task, path))
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        return saved_model_raw_fn(path)
+    raise UserError(f"{path}: expected a .keras file, a .tflite file or a SavedModel folder")
+
+
+def find_run_files(model_path):
+    """`config.json` and `info.json` saved beside a model by a training run.
+
+    They sit in the run folder (beside `.keras` / `.tflite`) or in a
+    SavedModel's `assets.extra/`.
+    """
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    for candidate in (folder, os.path.join(folder, "assets.extra")):
+        config_path = os.path.join(candidate, "config.json")
+        if os.path.exists(config_path):
+            info_path = os.path.join(candidate, "info.json")
+            return config_path, info_path if os.path.exists(info_path) else None
+    return None, None
+
+
+def load_run_config(task, model_path, config_path=None, overrides=()):
+    """(cfg, info) of the run that trained `model_path`, with overrides applied."""
+    found_config, info_path = find_run_files(model_path)
+    config_path = config_path or found_config
+    if config_path is None:
+        raise UserError(
+            f"{model_path}: no config.json beside the model; pass --config "
+            "PATH/config.json from its training run"
+        )
+    cfg = cli.load_config(task, config_path)
+    config_lib.apply_overrides(cfg, list(overrides))
+    info = None
+    if info_path:
+        with open(info_path) as handle:
+            info = json.load(handle)
+    return cfg, info
+
+
+def load_for_predict(task, args):
+    """(cfg, info, raw_fn) for the `--model` / `--config` of a predict command."""
+    cfg, info = load_run_config(task, args.model, args.config)
+    raw_fn = load_raw_fn(task, args.model)
+    os.makedirs(args.out, exist_ok=True)
+    return cfg, info, raw_fn
