@@ -15,9 +15,9 @@ def _is_padding(boxes):
     return tf.reduce_all(boxes < 0, axis=-1, keepdims=True)
 
 
-def random_flip(image, mask=None, boxes=None, probability=0.5):
+def random_flip(image, mask=None, boxes=None, probability=0.5, seed=None):
     """Horizontal flip of image, mask and boxes together."""
-    flip = tf.random.uniform([]) < probability
+    flip = tf.random.uniform([], seed=seed) < probability
     width = tf.cast(tf.shape(image)[1], tf.float32)
     image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
     if mask is not None:
@@ -30,17 +30,19 @@ def random_flip(image, mask=None, boxes=None, probability=0.5):
     return image, mask, boxes
 
 
-def color_jitter(image, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02):
+def color_jitter(image, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
+                 seed=None):
     """Random brightness, contrast, saturation and hue; result kept in [0, 1]."""
     if brightness:
-        image = tf.image.random_brightness(image, brightness)
+        image = tf.image.random_brightness(image, brightness, seed=seed)
     if contrast:
-        image = tf.image.random_contrast(image, 1 - contrast, 1 + contrast)
+        image = tf.image.random_contrast(image, 1 - contrast, 1 + contrast, seed=seed)
     if image.shape[-1] == 3:
         if saturation:
-            image = tf.image.random_saturation(image, 1 - saturation, 1 + saturation)
+            image = tf.image.random_saturation(image, 1 - saturation, 1 + saturation,
+                                               seed=seed)
         if hue:
-            image = tf.image.random_hue(image, hue)
+            image = tf.image.random_hue(image, hue, seed=seed)
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
@@ -68,14 +70,14 @@ def _warp(image, transform, interpolation, fill_value=0.0):
     return tf.cast(output, dtype)
 
 
-def random_affine(image, mask=None, boxes=None, max_rotation_degrees=10.0,
+def random_affine(image, mask=None, max_rotation_degrees=10.0,
                   scale_range=(0.9, 1.1), max_translate_fraction=0.1,
                   mask_fill=0):
-    """Rotate, zoom and shift image, mask and boxes by one random transform.
+    """Rotate, zoom and shift image and mask by one random transform.
 
     New image area is black; new mask area gets `mask_fill` (background).
-    Boxes become the axis-aligned hull of their moved corners, clipped to the
-    image; a box pushed out of the image becomes padding (-1).
+    (Detection moves boxes with its own scale/translate in
+    `tasks/detection/augment.py`, which also drops boxes left mostly outside.)
     """
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
@@ -90,26 +92,5 @@ def random_affine(image, mask=None, boxes=None, max_rotation_degrees=10.0,
         mask3 = mask[..., None] if squeeze else mask
         mask3 = _warp(mask3, transform, "NEAREST", fill_value=float(mask_fill))
         mask = mask3[..., 0] if squeeze else mask3
-    if boxes is not None:
-        boxes = _move_boxes(boxes, angle, scale, shift_x, shift_y, height, width)
-    return image, mask, boxes
+    return image, mask
 
-
-def _move_boxes(boxes, angle, scale, shift_x, shift_y, height, width):
-    center_x, center_y = (width - 1) / 2.0, (height - 1) / 2.0
-    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
-    corners_x = tf.stack([x1, x2, x1, x2], axis=-1) - center_x
-    corners_y = tf.stack([y1, y1, y2, y2], axis=-1) - center_y
-    cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
-    # forward map: output = R * (input - centre) + centre + shift
-    new_x = cos * corners_x - sin * corners_y + center_x + shift_x
-    new_y = sin * corners_x + cos * corners_y + center_y + shift_y
-    moved = tf.stack([
-        tf.clip_by_value(tf.reduce_min(new_x, -1), 0.0, width),
-        tf.clip_by_value(tf.reduce_min(new_y, -1), 0.0, height),
-        tf.clip_by_value(tf.reduce_max(new_x, -1), 0.0, width),
-        tf.clip_by_value(tf.reduce_max(new_y, -1), 0.0, height),
-    ], axis=-1)
-    gone = (moved[:, 2] - moved[:, 0] < 1.0) | (moved[:, 3] - moved[:, 1] < 1.0)
-    invalid = _is_padding(boxes) | gone[:, None]
-    return tf.where(invalid, -tf.ones_like(moved), moved)

@@ -4,6 +4,7 @@ Augmentation lives in `common/augment.py`; this module is about getting
 examples in and batches out.
 """
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -58,26 +59,6 @@ def finish(dataset, batch_size, training, seed=0, augment=None, cache=True,
         drop_remainder = training
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(AUTOTUNE)
-
-
-def mixup(inputs, targets, alpha=0.2, seed=None):
-    """Mix a batch with a shuffled copy of itself (Zhang et al., 2018).
-
-    Works on batched float inputs and one-hot / soft targets of any rank.
-    """
-    batch_size = tf.shape(inputs)[0]
-    gamma_1 = tf.random.gamma([batch_size], alpha, seed=seed)
-    gamma_2 = tf.random.gamma([batch_size], alpha, seed=seed)
-    weight = gamma_1 / (gamma_1 + gamma_2)
-    order = tf.random.shuffle(tf.range(batch_size), seed=seed)
-
-    def blend(first, second):
-        shape = tf.concat([[batch_size], tf.ones([tf.rank(first) - 1], tf.int32)], 0)
-        w = tf.cast(tf.reshape(weight, shape), first.dtype)
-        return w * first + (1.0 - w) * second
-
-    return (blend(inputs, tf.gather(inputs, order)),
-            blend(targets, tf.gather(targets, order)))
 
 
 # --- Public datasets --------------------------------------------------------
@@ -155,28 +136,107 @@ def list_images(folder):
     return [os.path.join(folder, name) for name in names]
 
 
-def read_image(path, channels=3):
-    """Decode an image file to a uint8 numpy array (H, W, channels).
+def _image_error(path, error):
+    """The DataError for a file PIL cannot open or decode."""
+    from PIL import Image
 
-    Greyscale and RGBA inputs are converted to `channels`; a missing or
-    corrupt file raises `DataError` naming it.
+    if isinstance(error, FileNotFoundError):
+        return DataError(f"{path}: file not found")
+    if isinstance(error, Image.DecompressionBombError):
+        # PIL refuses images so large they could exhaust memory.
+        return DataError(f"{path}: image too large to decode safely ({error})")
+    return DataError(f"{path}: cannot decode image ({error})")
+
+
+@contextlib.contextmanager
+def _opened_image(path):
+    """A fully decoded PIL image; every way a file can fail is a `DataError`.
+
+    The one image decoder of the data loaders: what passes the checks here is
+    what training reads, so a file that passes cannot fail an epoch later.
+    Errors raised by the caller's `with` body pass through unchanged.
     """
     from PIL import Image, UnidentifiedImageError
 
+    decode_errors = (UnidentifiedImageError, Image.DecompressionBombError,
+                     OSError, SyntaxError, ValueError)
     try:
-        with Image.open(path) as image:
-            image.load()
-            mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-            if image.mode != mode:
-                image = image.convert(mode)
-            array = np.asarray(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DataError(f"{path}: cannot decode image ({error})") from None
+        image = Image.open(path)
+    except decode_errors as error:  # FileNotFoundError is an OSError
+        raise _image_error(path, error) from None
+    with image:
+        try:
+            image.load()  # decode every pixel now: truncated files fail here
+        except decode_errors as error:
+            raise _image_error(path, error) from None
+        yield image
+
+
+def read_image(path, channels=3, return_mode=False):
+    """Decode an image file to a uint8 numpy array (H, W, channels).
+
+    Greyscale, palette, RGBA and other modes are converted to `channels`; a
+    missing, corrupt or oversized file raises `DataError` naming it. With
+    `return_mode`, returns (array, the file's own PIL mode such as "L" or
+    "RGBA"), so a caller can say what was converted.
+    """
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    with _opened_image(path) as image:
+        file_mode = image.mode
+        if image.mode != mode:
+            image = image.convert(mode)
+        array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[..., None]
+    return (array, file_mode) if return_mode else array
+
+
+def read_image_size(path):
+    """(width, height) of an image file, after decoding it fully the way
+    `read_image` does (so a file that passes here also reads there)."""
+    with _opened_image(path) as image:
+        return image.size
+
+
+def read_label_map(path):
+    """A PNG of one class index per pixel -> int32 array (H, W).
+
+    Palette ("P") images give their palette indices, as Pascal VOC masks
+    need (converting them would give the colours' luminance); greyscale
+    images give their values; an RGB image is accepted only when its three
+    channels are equal.
+    """
+    with _opened_image(path) as image:
+        mode = image.mode
+        if mode in ("P", "L", "I", "I;16", "1"):
+            array = np.asarray(image).astype(np.int32)
+        elif mode in ("LA", "PA"):
+            array = np.asarray(image)[..., 0].astype(np.int32)  # alpha dropped
+        elif mode in ("RGB", "RGBA"):
+            channels = np.asarray(image)[..., :3].astype(np.int32)
+            if not ((channels[..., 0] == channels[..., 1]).all()
+                    and (channels[..., 0] == channels[..., 2]).all()):
+                raise DataError(
+                    f"{path}: colour ({mode}) mask; expected one class index per "
+                    "pixel (a greyscale or palette PNG)")
+            array = channels[..., 0]
+        else:
+            raise DataError(
+                f"{path}: mask of image mode {mode}; expected a greyscale or "
+                "palette PNG of class indices")
     return array
+
+
+def check_skipped_share(skipped, total, limit, source, first_reason=None):
+    """Stop when more than `limit` (a fraction) of `total` samples were skipped:
+    that many bad files means broken data, not a few bad samples."""
+    if total > 0 and skipped / total > limit:
+        first = f" (first: {first_reason})" if first_reason else ""
+        raise DataError(
+            f"{source}: --skip-bad skipped {skipped} of {total} samples "
+            f"({100.0 * skipped / total:.0f}%), more than "
+            f"data.max_skipped_fraction={limit}; fix the data or raise the limit "
+            f"with --set data.max_skipped_fraction=...{first}")
 
 
 class BadSampleCounter:
@@ -195,6 +255,11 @@ class BadSampleCounter:
         if not self.skipped:
             return "no bad samples"
         return f"skipped {len(self.skipped)} bad samples (first: {self.skipped[0]})"
+
+    def check_share(self, total, limit, source):
+        """DataError when more than `limit` of `total` samples were skipped."""
+        first = self.skipped[0] if self.skipped else None
+        check_skipped_share(len(self.skipped), total, limit, source, first)
 
 
 def split_indices(count, fractions, seed):

@@ -17,14 +17,20 @@ def palette(num_classes):
     return colours
 
 
+IGNORED_COLOUR = (128, 128, 128)
+
+
 def overlay_mask(image, mask, colours, alpha=0.6, background_class=0):
     """Blend class colours over a uint8 or [0, 1] float image; pixels of
-    `background_class` keep the image as it is."""
+    `background_class` keep the image as it is, and values outside the class
+    range (a void label such as 255) are drawn grey."""
     image = np.asarray(image, np.float32)
     if image.max() <= 1.0:
         image = image * 255.0
     mask = np.asarray(mask, np.int64)
-    coloured = colours[mask].astype(np.float32)
+    known = (mask >= 0) & (mask < len(colours))
+    coloured = np.where(known[..., None], colours[np.where(known, mask, 0)],
+                        np.asarray(IGNORED_COLOUR)).astype(np.float32)
     weight = np.where(mask == background_class, 0.0, alpha)[..., None] \
         if background_class is not None else alpha
     return np.clip((1 - weight) * image + weight * coloured, 0, 255).astype(np.uint8)

@@ -117,7 +117,11 @@ def test_voc_folder_loads_boxes_in_pixel_edges(tmp_path):
     (VOC_XML.format(filename="../../secret.jpg", name="cat", xmin=5, xmax=24),
      "points outside the dataset folder", "1.xml"),
     (VOC_XML.format(filename="broken.jpg", name="cat", xmin=5, xmax=24),
-     "does not decode", "broken.jpg"),
+     "cannot decode image", "broken.jpg"),
+    (VOC_XML.format(filename="0.jpg", name="cat", xmin="nan", xmax=24),
+     "NaN or infinite coordinate", "1.xml"),
+    (VOC_XML.format(filename="0.jpg", name="cat", xmin=5, xmax="inf"),
+     "NaN or infinite coordinate", "1.xml"),
 ])
 def test_voc_bad_input_names_file_and_problem(tmp_path, xml, message, named_file):
     root = str(tmp_path)
@@ -174,6 +178,12 @@ def test_coco_folder_maps_categories_and_skips_crowds(tmp_path):
     ({"bbox": [10, 5, 0, 30]}, "x2 <= x1"),
     ({"bbox": "10,5"}, "is not \\[x, y, width, height\\]"),
     ({"category_id": 42}, "unknown category_id 42"),
+    # Every comparison with NaN is false: without a finiteness check these pass.
+    ({"bbox": [float("nan"), 5, 20, 30]}, "NaN or infinite coordinate"),
+    ({"bbox": [10, 5, float("inf"), 30]}, "NaN or infinite coordinate"),
+    ({"bbox": [10, 5, 20, float("nan")]}, "NaN or infinite coordinate"),
+    ({"category_id": "3"}, "category_id '3' is not an integer"),
+    ({"category_id": [3]}, "category_id \\[3\\] is not an integer"),
 ])
 def test_coco_bad_annotation_names_image(tmp_path, change, message):
     root = str(tmp_path)
@@ -200,11 +210,100 @@ def test_coco_file_outside_folder_undecodable_image_and_broken_json(tmp_path):
     counter = BadSampleCounter(True)
     records, _ = sources.load_coco_folder(root, counter)
     assert len(records) == 1 and len(counter.skipped) == 2
-    assert "does not decode" in counter.skipped[1]
+    assert "1.png: cannot decode image" in counter.skipped[1]
     with open(os.path.join(root, "annotations.json"), "w") as handle:
         handle.write('{"images": [')
     with pytest.raises(DataError, match="annotations.json: malformed JSON"):
         sources.load_coco_folder(root, BadSampleCounter(True))
+
+
+def _rewrite(root, data):
+    with open(os.path.join(root, "annotations.json"), "w") as handle:
+        json.dump(data, handle)
+
+
+@pytest.mark.parametrize("field, value, message, skipped, kept", [
+    # A string id would silently match no annotation (they use integers).
+    ("image id", "1", "image id '1' is not an integer", 1, 2),
+    ("image id", 1.5, "image id 1.5 is not an integer", 1, 2),
+    ("image id", [1], "image id \\[1\\] is not an integer", 1, 2),
+    # Two images with one id: whose annotations are whose is unknown.
+    ("image id", 2, "image id 2 is used by 2 images", 2, 1),
+    # Mixed types: an annotation naming its image by a string.
+    ("annotation image_id", "2", "annotation image_id '2' is not an integer", 1, 3),
+    ("category id", 3, "category id 3 is used twice", 1, 3),
+    ("category id", "seven", "category id 'seven' is not an integer", 1, 3),
+])
+def test_coco_odd_ids_are_data_errors_and_skippable(tmp_path, field, value, message,
+                                                   skipped, kept):
+    root = str(tmp_path)
+    annotations = [{"id": i + 1, "image_id": i + 1, "category_id": 3,
+                    "bbox": [10, 5, 20, 30]} for i in range(3)]
+    data = _coco_folder(root, images=3, annotations=annotations)
+    if field == "image id":
+        data["images"][0]["id"] = value
+    elif field == "annotation image_id":
+        data["annotations"][1]["image_id"] = value
+    else:
+        data["categories"][0]["id"] = value  # the first category is "car", id 7
+    _rewrite(root, data)
+    with pytest.raises(DataError, match=message) as error:
+        sources.load_coco_folder(root, BadSampleCounter(False))
+    assert "annotations.json" in str(error.value) and "\n" not in str(error.value)
+    counter = BadSampleCounter(True)
+    records, _ = sources.load_coco_folder(root, counter)
+    assert len(counter.skipped) == skipped and len(records) == kept
+
+
+def test_images_checked_and_trained_on_with_one_decoder(tmp_path):
+    """TIFF decodes with PIL (the check) but not with tf.io: training must
+    read it the same way the check did, not fail an epoch later."""
+    root = str(tmp_path)
+    data = _coco_folder(root, images=10)
+    for index, entry in enumerate(data["images"]):
+        name = f"images/{index}.tif"
+        Image.fromarray(np.full((40, 50, 3), 20 * index, np.uint8)).save(
+            os.path.join(root, name))
+        entry["file_name"] = name
+    _rewrite(root, data)
+    splits = build_datasets(_config(data__source=root, data__val_fraction=0.2,
+                                    data__test_fraction=0.2))
+    images = np.concatenate([batch.numpy() for batch, _ in splits.test])
+    assert images.shape == (2, 64, 64, 3)
+    # Each image is a flat grey 20 * index: the decoded pixels are the file's.
+    assert all(len(np.unique(image)) == 1 and image.flat[0] % 20 == 0 for image in images)
+
+
+def test_decompression_bomb_is_a_data_error_and_skippable(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    _coco_folder(root, images=3)
+    Image.fromarray(np.zeros((120, 120, 3), np.uint8)).save(
+        os.path.join(root, "images", "1.png"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # refuses > 10000 pixels
+    with pytest.raises(DataError, match="1.png: image too large to decode safely"):
+        sources.load_coco_folder(root, BadSampleCounter(False))
+    counter = BadSampleCounter(True)
+    records, _ = sources.load_coco_folder(root, counter)
+    assert len(records) == 2 and len(counter.skipped) == 1
+
+
+def test_skipped_count_reaches_the_splits_and_too_many_stop_the_run(tmp_path):
+    root = str(tmp_path)
+    data = _coco_folder(root, images=10)
+    data["annotations"][0]["bbox"] = [float("nan"), 5, 20, 30]
+    _rewrite(root, data)
+    cfg = _config(data__source=root, data__val_fraction=0.2, data__test_fraction=0.2,
+                  run__skip_bad=True)
+    splits = build_datasets(cfg)
+    assert splits.skipped == 1
+    assert any("skipped 1 bad samples" in note for note in splits.notes)
+    data["annotations"][1]["bbox"] = [10, 5, float("inf"), 30]
+    _rewrite(root, data)
+    with pytest.raises(DataError, match=r"skipped 2 of 10 samples \(20%\), more than "
+                                        r"data.max_skipped_fraction=0.1"):
+        build_datasets(cfg)
+    cfg.data.max_skipped_fraction = 0.25
+    assert build_datasets(cfg).skipped == 2
 
 
 def test_tfds_example_becomes_padded_xyxy_target():

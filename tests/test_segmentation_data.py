@@ -79,8 +79,52 @@ def test_skip_bad_counts_and_keeps_the_rest(tmp_path):
     folder = _write_folder(tmp_path / "set")
     (folder / "images" / "sample2.jpg").write_bytes(b"garbage")
     (folder / "masks" / "sample4.png").unlink()
-    images, _, _, notes = seg_data.read_folder(str(folder), 32, skip_bad=True)
-    assert len(images) == 4 and "skipped 2 bad samples" in notes[0]
+    images, _, _, notes, skipped = seg_data.read_folder(str(folder), 32, skip_bad=True)
+    assert len(images) == 4 and skipped == 2 and "skipped 2 bad samples" in notes[0]
+    # 2 of 6 is a third of the set: over the limit, the run stops instead.
+    with pytest.raises(DataError, match=r"skipped 2 of 6 samples \(33%\)"):
+        seg_data.read_folder(str(folder), 32, skip_bad=True, max_skipped_fraction=0.1)
+
+
+def test_the_skipped_count_reaches_the_splits(tmp_path):
+    folder = _write_folder(tmp_path / "set", count=12)
+    (folder / "masks" / "sample4.png").unlink()
+    splits = build_datasets(_cfg(**{"data.source": str(folder), "run.skip_bad": True}))
+    assert splits.skipped == 1 and "skipped 1 bad samples" in splits.notes[0]
+    assert build_datasets(_cfg()).skipped == 0
+
+
+def _write_palette_mask(path, indices):
+    """A Pascal VOC style mask: palette PNG, void pixels 255."""
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    # VOC's colours: class 1 dark red, 2 dark green, void cream.
+    image.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192])
+    image.save(path)
+
+
+def test_palette_masks_give_class_indices_and_void_stays_void(tmp_path):
+    folder = _write_folder(tmp_path / "set", count=4, size=(16, 16))
+    indices = np.zeros((16, 16), np.int32)
+    indices[2:8, 2:8] = 1
+    indices[9:14, 9:14] = 2
+    indices[8, :] = 255  # void border
+    for index in range(4):
+        _write_palette_mask(folder / "masks" / f"sample{index}.png", indices)
+    _, masks, class_names, _, _ = seg_data.read_folder(str(folder), 16)
+    # Indices, not the palette colours' luminance; 255 is not a 256th class.
+    assert set(np.unique(masks)) == {0, 1, 2, 255}
+    np.testing.assert_array_equal(masks[0], indices)
+    assert class_names == ["class_0", "class_1", "class_2"]
+    # With a class count, 255 is still allowed as void (not "outside the range").
+    seg_data.read_folder(str(folder), 16, num_classes=3)
+    splits = build_datasets(_cfg(**{"data.source": str(folder), "data.image_size": 16}))
+    assert splits.info["num_classes"] == 3 and splits.info["ignore_label"] == 255
+
+
+def test_an_ignore_label_that_is_a_class_is_refused(tmp_path):
+    folder = _write_folder(tmp_path / "set")
+    with pytest.raises(DataError, match="data.ignore_label=2 is one of the 3 class indices"):
+        seg_data.read_folder(str(folder), 32, num_classes=3, ignore_label=2)
 
 
 def test_empty_or_wrong_folders_are_refused(tmp_path):

@@ -201,3 +201,16 @@ def test_long_texts_are_truncated_and_counted(tmp_path):
     rows = np.concatenate([ids.numpy() for split in (splits.train, splits.val, splits.test)
                            for ids, _ in split])
     assert (rows[:, -1] != 0).sum() == 1  # the long text fills every place
+
+
+def test_skipped_rows_reach_the_splits_and_too_many_stop_the_run(tmp_path):
+    good = "".join(f"good film {i},1\nbad film {i},0\n" for i in range(20))
+    path = write(tmp_path, "rows.csv", "text,label\n" + good + " ,1\n")
+    splits = build_datasets(smoke_config(**{"data.source": str(path), "run.skip_bad": True}))
+    assert splits.skipped == 1  # the count the report shows
+    assert splits.notes and any("skipped 1 bad rows" in note for note in splits.notes)
+    # 10 bad rows of 50: more than the default 10% share.
+    path = write(tmp_path, "rows.csv", "text,label\n" + good + " ,1\n" * 10)
+    with pytest.raises(DataError, match=r"skipped 10 of 50 samples \(20%\), more than "
+                                        r"data.max_skipped_fraction=0.1"):
+        build_datasets(smoke_config(**{"data.source": str(path), "run.skip_bad": True}))

@@ -103,7 +103,7 @@ def test_folder_source_converts_grey_and_rgba_and_splits_train_test(tmp_path):
     rgba = np.concatenate([_photo(8, 160, 160), np.full((160, 160, 1), 255, np.uint8)], -1)
     _write(tmp_path / "train" / "alpha.png", rgba)
     splits = build_datasets(_cfg(**{"data.source": str(tmp_path)}))
-    notes = " ".join(splits.info["notes"])
+    notes = " ".join(splits.notes)
     assert "grey.png: greyscale, converted to RGB" in notes
     assert "alpha.png: RGBA, alpha channel dropped" in notes
     assert splits.info["test_images"] == [str(tmp_path / "test" / "0.png")]
@@ -131,13 +131,52 @@ def test_skip_bad_leaves_out_unusable_images(tmp_path):
     for index in range(4):
         _write(tmp_path / f"{index}.png", _photo(index, 160, 160))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    splits = build_datasets(_cfg(**{"data.source": str(tmp_path), "run.skip_bad": True}))
-    assert any("skipped 1 bad samples" in note for note in splits.info["notes"])
+    # 1 of 5 files is 20%: allowed here, refused at the default 10%.
+    cfg = _cfg(**{"data.source": str(tmp_path), "run.skip_bad": True,
+                  "data.max_skipped_fraction": 0.25})
+    splits = build_datasets(cfg)
+    assert splits.skipped == 1
+    assert any("skipped 1 bad samples" in note for note in splits.notes)
+    cfg.data.max_skipped_fraction = 0.1
+    with pytest.raises(DataError, match=r"skipped 1 of 5 samples \(20%\), more than "
+                                        r"data.max_skipped_fraction=0.1.*broken.jpg"):
+        build_datasets(cfg)
 
 
-def test_div2k_fails_fast_offline_with_the_dataset_name(tmp_path):
+def test_images_are_read_by_the_common_reader(tmp_path, monkeypatch):
+    # Palette images are converted (and said so); oversized ones are a
+    # DataError naming the file, skipped with --skip-bad.
+    for index in range(4):
+        _write(tmp_path / f"{index}.png", _photo(index, 160, 160))
+    Image.fromarray(_photo(7, 160, 160)).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(_photo(8, 400, 400)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # refuses > 80000 pixels
+    cfg = _cfg(**{"data.source": str(tmp_path), "data.test_fraction": 0.2,
+                  "data.val_fraction": 0.2})
+    with pytest.raises(DataError, match="huge.png: image too large to decode safely"):
+        build_datasets(cfg)
+    cfg.run.skip_bad, cfg.data.max_skipped_fraction = True, 0.5
+    splits = build_datasets(cfg)
+    assert splits.skipped == 1
+    assert any("palette.png: P image converted to RGB" in note for note in splits.notes)
+
+
+def test_evaluation_tiles_use_the_one_tiling_rule():
+    from tasks.super_resolution import tiling
+
+    assert sr_data.tile_starts is tiling.tile_starts
+    assert tiling.tile_starts(22, 8) == [0, 8, 14]  # no overlap: last tile flush
+
+
+def test_div2k_fails_fast_offline_with_the_dataset_name(tmp_path, monkeypatch):
+    from common import data as common_data
+
+    # Never touch the network: the check is whether the error says how to
+    # get the set when it is neither on disk nor downloadable.
+    monkeypatch.setattr(common_data, "_network_reachable", lambda *args, **kwargs: False)
     cfg = _cfg(**{"data.source": "div2k", "data.tfds_data_dir": str(tmp_path)})
-    with pytest.raises(UserError, match="div2k"):
+    with pytest.raises(UserError, match="'div2k/bicubic_x4' is not prepared.*"
+                                        "network is unreachable.*tfds build div2k"):
         build_datasets(cfg)
 
 

@@ -1,5 +1,8 @@
 """Box-aware augmentation in TF ops, for tf.data on the training split.
 
+Flip and colour jitter are the shared ones of `common/augment.py`; mosaic
+and scale/translate (which drop boxes left mostly outside) are detection's.
+
 Every function takes and returns `image (S, S, 3) float32 0..255` and the
 padded target `(max_boxes, 5)` (xyxy pixels + class, -1 rows unused); boxes
 move with the pixels, leave with them and are dropped when too little of
@@ -7,6 +10,8 @@ them is left in view.
 """
 
 import tensorflow as tf
+
+from common import augment as common_augment
 
 FILL_VALUE = 114.0  # grey, as in YOLO's letterbox and mosaic
 MIN_SIDE = 2.0  # pixels: thinner boxes are dropped
@@ -34,15 +39,10 @@ def _clip_and_filter(boxes, classes, valid, size, max_boxes):
 
 
 def random_flip(image, target, seed=None):
-    """Mirror left-right with probability 0.5."""
-    size = tf.cast(tf.shape(image)[1], tf.float32)
-    flip = tf.random.uniform([], seed=seed) < 0.5
-    valid = target[:, 4] >= 0
-    flipped = tf.stack([size - target[:, 2], target[:, 1], size - target[:, 0],
-                        target[:, 3], target[:, 4]], axis=-1)
-    flipped = tf.where(valid[:, None], flipped, target)
-    return (tf.where(flip, tf.reverse(image, axis=[1]), image),
-            tf.where(flip, flipped, target))
+    """Mirror left-right with probability 0.5 (`common.augment.random_flip`
+    on the box columns; padding rows are all -1 and stay so)."""
+    image, _, boxes = common_augment.random_flip(image, boxes=target[:, :4], seed=seed)
+    return image, tf.concat([boxes, target[:, 4:]], axis=-1)
 
 
 def random_scale_translate(image, target, scale_min, scale_max, translate, seed=None):
@@ -73,13 +73,12 @@ def random_scale_translate(image, target, scale_min, scale_max, translate, seed=
 
 
 def color_jitter(image, strength, seed=None):
-    """Random brightness, contrast, saturation and hue; boxes unchanged."""
-    image = image / 255.0
-    image = tf.image.random_brightness(image, strength, seed=seed)
-    image = tf.image.random_contrast(image, 1.0 - strength, 1.0 + strength, seed=seed)
-    image = tf.image.random_saturation(image, 1.0 - strength, 1.0 + strength, seed=seed)
-    image = tf.image.random_hue(image, strength / 4.0, seed=seed)
-    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+    """Random brightness, contrast, saturation and hue on 0..255 pixels
+    (`common.augment.color_jitter` works in [0, 1]); boxes unchanged."""
+    jittered = common_augment.color_jitter(
+        image / 255.0, brightness=strength, contrast=strength, saturation=strength,
+        hue=strength / 4.0, seed=seed)
+    return jittered * 255.0
 
 
 def mosaic(images, targets, seed=None):

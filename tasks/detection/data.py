@@ -7,6 +7,8 @@ targets (B, max_boxes, 5))`, targets in `boxes.BOX_FORMAT` (xyxy pixels of
 the resized S x S image) plus the class id, padded with -1. Images are
 resized to S x S without keeping the aspect ratio; predictions are scaled
 back to the input's own pixels by the serving function and by predict.py.
+Local folder images are decoded by `common.data.read_image`, the decoder that
+checked them when the annotations were read.
 
 Only the training split is augmented (mosaic, scale/translate, flip, colour).
 """
@@ -16,7 +18,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from common.data import AUTOTUNE, BadSampleCounter, Splits, split_indices, tfds_load
+from common.data import (AUTOTUNE, BadSampleCounter, Splits, read_image,
+                         split_indices, tfds_load)
 from common.errors import DataError
 from tasks.detection import augment, sources, synthetic
 from tasks.detection.boxes import BOX_FORMAT, pack_targets, scale_boxes
@@ -83,9 +86,17 @@ def _synthetic_splits(cfg):
     return splits, info
 
 
+def _decode_with_pil(path):
+    # The decoder that checked the file in `sources` (common.data) reads it
+    # for training too, so a file that passed the check cannot fail an
+    # epoch later (tf.io decodes fewer formats than PIL).
+    return read_image(os.fsdecode(path), channels=3)
+
+
 def _read_and_resize(size):
     def read(path, target):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
+        image = tf.ensure_shape(image, [None, None, 3])
         image = tf.image.resize(image, [size, size], antialias=True)
         return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8), target
     return read
@@ -106,7 +117,8 @@ def records_to_dataset(records, size, max_boxes):
 
 
 def _folder_splits(cfg, bad_samples):
-    records, class_names = sources.load_folder(cfg.data.source, bad_samples)
+    records, class_names = sources.load_folder(
+        cfg.data.source, bad_samples, cfg.data.max_skipped_fraction)
     val_fraction, test_fraction = cfg.data.val_fraction, cfg.data.test_fraction
     if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
         raise DataError(
@@ -192,15 +204,14 @@ def build_datasets(cfg):
         "max_boxes": cfg.data.max_boxes,
         "source": source,
         "num_test": test_count if test_count >= 0 else None,
-        "skipped": len(bad_samples.skipped),
-        "bad_samples": bad_samples.summary(),
-        "notes": notes,
     })
     return Splits(
         train=training_pipeline(splits["train"], cfg),
         val=evaluation_pipeline(splits["val"], cfg),
         test=evaluation_pipeline(splits["test"], cfg),
         info=info,
+        notes=notes,
+        skipped=len(bad_samples.skipped),
     )
 
 

@@ -10,10 +10,12 @@ Local folders come in the two layouts users already have:
 Both give a list of `Record`s (image path, xyxy boxes in the image's own
 pixels, class ids). Every annotation and image is checked before training:
 a malformed file, a box outside its image or with x2 <= x1, an unknown
-class, a path that leaves the folder or an image that does not decode is a
-`DataError` naming the file, or is skipped and counted with `--skip-bad`.
+class, a NaN or infinite coordinate, a path that leaves the folder, an odd
+COCO id or an image that does not decode (with the decoder training uses) is
+a `DataError` naming the file, or is skipped and counted with `--skip-bad`.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -21,7 +23,7 @@ import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 
-from common.data import resolve_inside
+from common.data import read_image_size, resolve_inside
 from common.errors import DataError
 from tasks.detection.boxes import xywh_to_xyxy
 
@@ -46,6 +48,11 @@ class Record:
 def _check_boxes(boxes, width, height, source):
     for box in boxes:
         x1, y1, x2, y2 = (float(v) for v in box)
+        # Every comparison with NaN is false, so test finiteness first: a NaN
+        # box would otherwise pass the checks below and train without a word.
+        if not np.all(np.isfinite([x1, y1, x2, y2])):
+            raise DataError(
+                f"{source}: box {[x1, y1, x2, y2]} has a NaN or infinite coordinate")
         if x2 <= x1 or y2 <= y1:
             raise DataError(
                 f"{source}: box {[x1, y1, x2, y2]} has x2 <= x1 or y2 <= y1")
@@ -54,22 +61,6 @@ def _check_boxes(boxes, width, height, source):
             raise DataError(
                 f"{source}: box {[x1, y1, x2, y2]} lies outside its "
                 f"{width}x{height} image")
-
-
-def image_size_of(path):
-    """(width, height) of an image that fully decodes; DataError otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.size
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: image does not decode (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: image does not decode ({error})") from None
 
 
 # --- Pascal VOC --------------------------------------------------------------
@@ -106,7 +97,7 @@ def read_voc_annotation(path, root, class_names):
     if not filename:
         filename = os.path.splitext(os.path.basename(path))[0] + ".jpg"
     image_path = resolve_inside(root, os.path.join("JPEGImages", filename.strip()), path)
-    width, height = image_size_of(image_path)
+    width, height = read_image_size(image_path)
     boxes, classes = [], []
     for obj in annotation.findall("object"):
         name = (obj.findtext("name") or "").strip()
@@ -126,20 +117,25 @@ def read_voc_annotation(path, root, class_names):
     return Record(image_path, width, height, boxes, np.array(classes, np.int64))
 
 
-def load_voc_folder(root, bad_samples):
-    """Records and class names of a Pascal VOC folder."""
+def load_voc_folder(root, bad_samples, max_skipped_fraction=None):
+    """Records and class names of a Pascal VOC folder.
+
+    With `max_skipped_fraction`, skipping more than that share of the
+    annotation files stops with a DataError.
+    """
     folder = os.path.join(root, "Annotations")
     if not os.path.isdir(folder):
         raise DataError(f"{root}: no Annotations/ folder (expected Pascal VOC layout)")
     class_names = _voc_class_names(root)
+    names = [name for name in sorted(os.listdir(folder)) if name.endswith(".xml")]
     records = []
-    for name in sorted(os.listdir(folder)):
-        if not name.endswith(".xml"):
-            continue
+    for name in names:
         try:
             records.append(read_voc_annotation(os.path.join(folder, name), root, class_names))
         except DataError as error:
             bad_samples.handle(error)
+    if max_skipped_fraction is not None:
+        bad_samples.check_share(len(names), max_skipped_fraction, folder)
     if not records:
         raise DataError(f"{folder}: no usable annotations")
     return records, list(class_names)
@@ -153,8 +149,52 @@ def _coco_field(item, key, source, kind):
     return item[key]
 
 
-def load_coco_folder(root, bad_samples):
-    """Records and class names of a COCO folder (`annotations.json` + images)."""
+def _coco_id(item, key, source, kind):
+    """An id field that must be an integer, as COCO's ids are: a string "1"
+    would silently fail to match an integer 1 elsewhere in the file."""
+    value = _coco_field(item, key, source, kind)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(
+            f"{source}: {kind} {key} {value!r} is not an integer (COCO ids are integers)")
+    return value
+
+
+def _coco_categories(categories, path, bad_samples):
+    """{category id: class index} and class names, ordered by id."""
+    names_by_id = {}
+    for category in categories:
+        try:
+            category_id = _coco_id(category, "id", path, "category")
+            name = str(_coco_field(category, "name", path, "category"))
+            if category_id in names_by_id:
+                raise DataError(
+                    f"{path}: category id {category_id} is used twice "
+                    f"({names_by_id[category_id]!r} and {name!r}); ids must be unique")
+        except DataError as error:
+            bad_samples.handle(error)
+            continue
+        names_by_id[category_id] = name
+    if not names_by_id:
+        raise DataError(f"{path}: no usable categories")
+    ids = sorted(names_by_id)
+    return ({category_id: index for index, category_id in enumerate(ids)},
+            [names_by_id[category_id] for category_id in ids])
+
+
+def _coco_bbox(annotation, source):
+    bbox = _coco_field(annotation, "bbox", source, "annotation")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+        raise DataError(f"{source}: bbox {bbox!r} is not [x, y, width, height]")
+    return bbox
+
+
+def load_coco_folder(root, bad_samples, max_skipped_fraction=None):
+    """Records and class names of a COCO folder (`annotations.json` + images).
+
+    With `max_skipped_fraction`, skipping more than that share of the
+    images stops with a DataError.
+    """
     path = os.path.join(root, "annotations.json")
     try:
         with open(path, encoding="utf-8") as handle:
@@ -167,35 +207,42 @@ def load_coco_folder(root, bad_samples):
             isinstance(data.get(key), list) for key in ("images", "annotations", "categories")):
         raise DataError(f"{path}: expected lists 'images', 'annotations' and 'categories'")
 
-    categories = sorted(data["categories"], key=lambda c: _coco_field(c, "id", path, "category"))
-    class_index = {c["id"]: index for index, c in enumerate(categories)}
-    class_names = [str(_coco_field(c, "name", path, "category")) for c in categories]
+    class_index, class_names = _coco_categories(data["categories"], path, bad_samples)
 
     per_image = {}
     for annotation in data["annotations"]:
-        image_id = _coco_field(annotation, "image_id", path, "annotation")
+        try:
+            image_id = _coco_id(annotation, "image_id", path, "annotation")
+        except DataError as error:
+            bad_samples.handle(error)
+            continue
         per_image.setdefault(image_id, []).append(annotation)
+
+    # An id shared by two images leaves their annotations ambiguous.
+    id_counts = collections.Counter(
+        image["id"] for image in data["images"]
+        if isinstance(image, dict) and type(image.get("id")) is int)
 
     records = []
     for image in data["images"]:
         try:
-            image_id = _coco_field(image, "id", path, "image")
             file_name = str(_coco_field(image, "file_name", path, "image"))
             source = f"{path} (image {file_name!r})"
+            image_id = _coco_id(image, "id", source, "image")
+            if id_counts[image_id] > 1:
+                raise DataError(
+                    f"{source}: image id {image_id} is used by {id_counts[image_id]} "
+                    "images; ids must be unique")
             image_path = resolve_inside(root, file_name, source)
-            width, height = image_size_of(image_path)
+            width, height = read_image_size(image_path)
             boxes, classes = [], []
             for annotation in per_image.get(image_id, []):
                 if annotation.get("iscrowd", 0):
                     continue  # crowd regions are ignored by COCO's own evaluation
-                category = _coco_field(annotation, "category_id", source, "annotation")
+                category = _coco_id(annotation, "category_id", source, "annotation")
                 if category not in class_index:
                     raise DataError(f"{source}: unknown category_id {category!r}")
-                bbox = _coco_field(annotation, "bbox", source, "annotation")
-                if not (isinstance(bbox, list) and len(bbox) == 4 and
-                        all(isinstance(v, (int, float)) for v in bbox)):
-                    raise DataError(f"{source}: bbox {bbox!r} is not [x, y, width, height]")
-                boxes.append(xywh_to_xyxy(bbox))
+                boxes.append(xywh_to_xyxy(_coco_bbox(annotation, source)))
                 classes.append(class_index[category])
             boxes = np.array(boxes, np.float32).reshape(-1, 4)
             _check_boxes(boxes, width, height, source)
@@ -203,20 +250,22 @@ def load_coco_folder(root, bad_samples):
                                   np.array(classes, np.int64)))
         except DataError as error:
             bad_samples.handle(error)
+    if max_skipped_fraction is not None:
+        bad_samples.check_share(len(data["images"]), max_skipped_fraction, path)
     if not records:
         raise DataError(f"{path}: no usable images")
     return records, class_names
 
 
-def load_folder(root, bad_samples):
+def load_folder(root, bad_samples, max_skipped_fraction=None):
     """A VOC or COCO folder, recognized by its layout."""
     if not os.path.isdir(root):
         raise DataError(
             f"--data {root}: not a folder, a TFDS name (voc/2007, coco/2017) or 'synthetic'")
     if os.path.exists(os.path.join(root, "annotations.json")):
-        return load_coco_folder(root, bad_samples)
+        return load_coco_folder(root, bad_samples, max_skipped_fraction)
     if os.path.isdir(os.path.join(root, "Annotations")):
-        return load_voc_folder(root, bad_samples)
+        return load_voc_folder(root, bad_samples, max_skipped_fraction)
     raise DataError(
         f"{root}: neither a COCO folder (annotations.json) nor a Pascal VOC "
         "folder (Annotations/ + JPEGImages/)")

@@ -27,6 +27,10 @@ class DataOptions(config.DataConfig):
     # Classes of a local folder; 0 reads `classes.txt` in the folder or counts
     # the largest mask value + 1.
     num_classes: int = 0
+    # Mask value of "void" pixels (object borders in Pascal VOC): left out
+    # of the loss and the metrics, never a class of its own. Must not be a
+    # class index; -1 when no mask uses one.
+    ignore_label: int = 255
     # Built-in data: most objects per image.
     max_objects: int = 3
     augment: bool = True

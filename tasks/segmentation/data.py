@@ -91,11 +91,17 @@ def _resize_pair(image, mask, size):
     return np.clip(image.numpy(), 0, 255).astype(np.uint8), mask.numpy().astype(np.int32)
 
 
-def read_folder(folder, size, num_classes=0, skip_bad=False):
+def read_folder(folder, size, num_classes=0, skip_bad=False, ignore_label=255,
+                max_skipped_fraction=None):
     """Images in `folder/images`, masks as same-named PNGs in `folder/masks`.
 
-    A mask holds one class index per pixel (0 .. num_classes-1). Class names
-    come from `folder/classes.txt` (one per line) when present.
+    A mask holds one class index per pixel (0 .. num_classes-1), or
+    `ignore_label` for void pixels; palette PNGs give their palette indices.
+    Class names come from `folder/classes.txt` (one per line) when present.
+    With `max_skipped_fraction`, skipping more than that share of the images
+    stops with a DataError.
+
+    Returns images, masks, class names, notes and the number of skipped pairs.
     """
     image_dir, mask_dir = os.path.join(folder, "images"), os.path.join(folder, "masks")
     for required in (image_dir, mask_dir):
@@ -109,25 +115,31 @@ def read_folder(folder, size, num_classes=0, skip_bad=False):
         with open(class_file) as handle:
             class_names = [line.strip() for line in handle if line.strip()]
         num_classes = num_classes or len(class_names)
+    if num_classes and 0 <= ignore_label < num_classes:
+        raise DataError(
+            f"data.ignore_label={ignore_label} is one of the {num_classes} class indices "
+            f"of {folder}; set it to a value no class uses (e.g. 255) or -1")
     counter = data_lib.BadSampleCounter(skip_bad)
+    image_paths = data_lib.list_images(image_dir)
     images, masks = [], []
-    for image_path in data_lib.list_images(image_dir):
+    for image_path in image_paths:
         stem = os.path.splitext(os.path.basename(image_path))[0]
         mask_path = os.path.join(mask_dir, stem + ".png")
         try:
             if not os.path.exists(mask_path):
                 raise DataError(f"{image_path}: no mask {mask_path}")
             image = data_lib.read_image(image_path, channels=3)
-            mask = data_lib.read_image(mask_path, channels=1)[..., 0].astype(np.int32)
+            mask = data_lib.read_label_map(mask_path)
             if mask.shape != image.shape[:2]:
                 raise DataError(
                     f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but image "
                     f"{os.path.basename(image_path)} is {image.shape[1]}x{image.shape[0]}"
                 )
-            if num_classes and mask.max() >= num_classes:
+            labelled = mask[mask != ignore_label]
+            if num_classes and labelled.size and labelled.max() >= num_classes:
                 raise DataError(
-                    f"{mask_path}: mask value {int(mask.max())} outside the class range "
-                    f"0..{num_classes - 1}"
+                    f"{mask_path}: mask value {int(labelled.max())} outside the class range "
+                    f"0..{num_classes - 1} (and not data.ignore_label={ignore_label})"
                 )
         except DataError as error:
             counter.handle(error)
@@ -135,18 +147,23 @@ def read_folder(folder, size, num_classes=0, skip_bad=False):
         image, mask = _resize_pair(image, mask, size)
         images.append(image)
         masks.append(mask)
+    if max_skipped_fraction is not None:
+        counter.check_share(len(image_paths), max_skipped_fraction, folder)
     if not images:
         raise DataError(f"{folder}: no usable image/mask pairs ({counter.summary()})")
     masks = np.stack(masks)
-    num_classes = num_classes or int(masks.max()) + 1
+    if not num_classes:
+        labelled = masks[masks != ignore_label]
+        num_classes = int(labelled.max()) + 1 if labelled.size else 1
     class_names = class_names or [f"class_{k}" for k in range(num_classes)]
     notes = [f"{folder}: {counter.summary()}"] if counter.skipped else []
-    return np.stack(images), masks, class_names, notes
+    return np.stack(images), masks, class_names, notes, len(counter.skipped)
 
 
 def _folder_splits(cfg):
-    images, masks, class_names, notes = read_folder(
-        cfg.data.source, cfg.data.image_size, cfg.data.num_classes, cfg.run.skip_bad)
+    images, masks, class_names, notes, skipped = read_folder(
+        cfg.data.source, cfg.data.image_size, cfg.data.num_classes, cfg.run.skip_bad,
+        cfg.data.ignore_label, cfg.data.max_skipped_fraction)
     if len(images) < 3:
         raise DataError(f"{cfg.data.source}: need at least 3 image/mask pairs, found {len(images)}")
     train, val, test = data_lib.split_indices(len(images), [0.8, 0.1, 0.1], cfg.run.seed)
@@ -156,7 +173,7 @@ def _folder_splits(cfg):
         "train": (images[train], masks[train]),
         "val": (images[val], masks[val]),
         "test": (images[test], masks[test]),
-    }, class_names, notes
+    }, class_names, notes, skipped
 
 
 # --- TFDS -------------------------------------------------------------------
@@ -182,14 +199,14 @@ def _to_float(image, mask):
 
 def _augment(image, mask):
     image, mask, _ = augment.random_flip(image, mask)
-    image, mask, _ = augment.random_affine(image, mask, max_rotation_degrees=15.0,
-                                           scale_range=(0.85, 1.15))
+    image, mask = augment.random_affine(image, mask, max_rotation_degrees=15.0,
+                                        scale_range=(0.85, 1.15))
     return augment.color_jitter(image), mask
 
 
 def build_datasets(cfg):
     source = cfg.data.source
-    notes = []
+    notes, skipped = [], 0
     background_class = 0
     if source == "synthetic":
         arrays, class_names = _synthetic_splits(cfg)
@@ -205,7 +222,7 @@ def build_datasets(cfg):
         }
         counts = {}
     elif os.path.isdir(source):
-        arrays, class_names, notes = _folder_splits(cfg)
+        arrays, class_names, notes, skipped = _folder_splits(cfg)
         raw = {split: tf.data.Dataset.from_tensor_slices(pair) for split, pair in arrays.items()}
         counts = {split: len(pair[0]) for split, pair in arrays.items()}
         background_class = 0 if class_names[0].lower() in ("background", "class_0") else None
@@ -229,8 +246,9 @@ def build_datasets(cfg):
         "num_classes": len(class_names),
         "image_size": cfg.data.image_size,
         "background_class": background_class,
+        # Mask value left out of the loss and the metrics.
+        "ignore_label": cfg.data.ignore_label,
         "num_test": counts.get("test"),
-        "notes": notes,
     }
     return data_lib.Splits(train=train, val=val, test=test, info=info,
-                           calibration=calibration)
+                           calibration=calibration, notes=notes, skipped=skipped)

@@ -5,15 +5,22 @@ import numpy as np
 PRIMARY_METRIC = "dice"
 
 
-def confusion_matrix(predict_fn, dataset, num_classes):
-    """Pixel confusion matrix (rows: truth, columns: prediction) over a split."""
+def confusion_matrix(predict_fn, dataset, num_classes, ignore_label=None):
+    """Pixel confusion matrix (rows: truth, columns: prediction) over a split.
+
+    Pixels whose truth is `ignore_label` (void, e.g. 255 in Pascal VOC) are
+    left out: they belong to no class, so they count neither way.
+    """
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for images, masks in dataset:
         scores = np.asarray(predict_fn(images.numpy()))
-        predicted = scores.argmax(-1) if scores.ndim == 4 else scores
+        predicted = (scores.argmax(-1) if scores.ndim == 4 else scores).astype(np.int64).ravel()
         truth = masks.numpy().astype(np.int64).ravel()
+        if ignore_label is not None:
+            labelled = truth != ignore_label
+            truth, predicted = truth[labelled], predicted[labelled]
         matrix += np.bincount(
-            truth * num_classes + predicted.astype(np.int64).ravel(),
+            truth * num_classes + predicted,
             minlength=num_classes * num_classes,
         ).reshape(num_classes, num_classes)
     return matrix
@@ -48,7 +55,8 @@ def scores_from_confusion(matrix, class_names, background_class=0):
 
 
 def score(predict_fn, dataset, info):
-    matrix = confusion_matrix(predict_fn, dataset, info["num_classes"])
+    matrix = confusion_matrix(predict_fn, dataset, info["num_classes"],
+                              info.get("ignore_label"))
     return scores_from_confusion(matrix, info["class_names"], info.get("background_class", 0))
 
 
@@ -60,8 +68,12 @@ def baseline_predict_fns(splits, info):
 def majority_predict_fn(splits, info):
     """Every pixel gets the most frequent training class."""
     counts = np.zeros(info["num_classes"], np.int64)
+    ignore_label = info.get("ignore_label")
     for _, masks in splits.train.take(20):
-        counts += np.bincount(masks.numpy().ravel(), minlength=info["num_classes"])
+        labels = masks.numpy().ravel()
+        if ignore_label is not None:
+            labels = labels[labels != ignore_label]
+        counts += np.bincount(labels, minlength=info["num_classes"])
     majority = int(counts.argmax())
 
     def predict(images):

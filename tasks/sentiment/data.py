@@ -422,6 +422,11 @@ def build_datasets(cfg):
     """Batched `(token_ids [batch, sequence_length] int32, label int32)`
     splits and `info`: classes, vocabulary, counts and notes."""
     texts = load_text_splits(cfg)
+    # Every row read is either an example of a split or a skipped bad row.
+    rows_read = len(texts.train) + len(texts.val) + len(texts.test) + len(texts.skipped)
+    common_data.check_skipped_share(
+        len(texts.skipped), rows_read, cfg.data.max_skipped_fraction, texts.source,
+        texts.skipped[0] if texts.skipped else None)
     for name in ("train", "val", "test"):
         if not getattr(texts, name):
             raise DataError(f"{texts.source}: the {name} split is empty")
@@ -471,4 +476,6 @@ def build_datasets(cfg):
         val=_finish(*arrays["val"], cfg, training=False),
         test=_finish(*arrays["test"], cfg, training=False),
         info=info,
+        notes=notes,
+        skipped=len(texts.skipped),
     )

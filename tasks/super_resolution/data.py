@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from common import data as data_lib
 from common.errors import DataError, UserError
+from tasks.super_resolution.tiling import tile_starts
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -88,30 +89,25 @@ def as_rgb(image, source):
                     f"got shape {image.shape}")
 
 
+# What converting a file of each mode to RGB loses, for the report's notes.
+_CONVERSION_NOTES = {
+    "L": "greyscale, converted to RGB",
+    "LA": "greyscale with alpha, alpha dropped, converted to RGB",
+    "RGBA": "RGBA, alpha channel dropped",
+}
+
+
 def read_rgb(path):
     """Decode an image file to uint8 RGB; (array, note or None).
 
-    Greyscale and RGBA files are converted (the note says so); a missing or
+    `common.data.read_image` decodes (the one image reader); greyscale, RGBA,
+    palette and other files are converted and the note says so; a missing or
     corrupt file raises `DataError` naming it.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode in ("RGB", "RGBA", "L", "LA"):
-                array = np.asarray(image)
-            else:  # palette, CMYK, 16-bit ...: let PIL make RGB
-                array = np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot decode image ({error})") from None
-    array, note = as_rgb(array, path)
-    if note is None and mode not in ("RGB",):
-        note = f"{path}: {mode} image converted to RGB"
-    return np.ascontiguousarray(array), note
+    array, mode = data_lib.read_image(path, channels=3, return_mode=True)
+    if mode == "RGB":
+        return array, None
+    return array, f"{path}: {_CONVERSION_NOTES.get(mode, f'{mode} image converted to RGB')}"
 
 
 # --- LR from HR -----------------------------------------------------------------
@@ -182,18 +178,9 @@ def random_crop_pairs(images, hr_size, scale, count, batch_size, seed,
 
 # --- Evaluation tiles -------------------------------------------------------
 
-def tile_starts(length, tile):
-    """Start offsets of tiles covering [0, length); the last one flush right."""
-    if length < tile:
-        raise ValueError(f"length {length} < tile {tile}")
-    starts = list(range(0, length - tile + 1, tile))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
-
-
 def image_tiles(hr, tile, scale):
-    """Fixed `(lr, hr)` uint8 tiles covering one uint8 HR image."""
+    """Fixed `(lr, hr)` uint8 tiles covering one uint8 HR image (no overlap
+    but the last tile of a row or column, which is flush with the border)."""
     hr = crop_to_scale(hr, scale)
     lr = (downscale(hr.astype(np.float32) / 255.0, scale).numpy() * 255.0
           ).round().astype(np.uint8)
@@ -250,6 +237,8 @@ class ImageSource:
     train_names: list
     notes: list
     test_names: Optional[list] = None      # None: the names in test_images
+    # Image files read (folder sources): the base of the skipped share.
+    files_read: int = 0
 
     def names_of_test_images(self):
         if self.test_names is not None:
@@ -301,18 +290,23 @@ def _split_held_out(items, test_fraction, val_fraction, seed, source):
             "train": pick(order[test_count + val_count:])}
 
 
-def folder_source(path, cfg):
+def folder_source(path, cfg, counter=None):
     """A folder of HR images, every file checked before training starts.
 
     With train/ and test/ subfolders (val/ optional) those are the splits;
     otherwise a seeded share of the usable images is held out for test and
-    validation.
+    validation. Bad files go to `counter` (raised, or skipped and counted
+    with --skip-bad); skipping more than data.max_skipped_fraction of them
+    stops with a DataError.
     """
-    counter = data_lib.BadSampleCounter(cfg.run.skip_bad)
+    counter = counter or data_lib.BadSampleCounter(cfg.run.skip_bad)
     notes = []
     min_side = _min_train_side(cfg)
+    files_read = 0
 
     def load(files, split):
+        nonlocal files_read
+        files_read += len(files)
         loaded = []
         for file in files:
             try:
@@ -347,14 +341,14 @@ def folder_source(path, cfg):
         splits = _split_held_out(load(data_lib.list_images(path), "train"),
                                  cfg.data.test_fraction, cfg.data.val_fraction,
                                  cfg.run.seed, path)
+    counter.check_share(files_read, cfg.data.max_skipped_fraction, path)
     if not splits["train"]:
         raise DataError(f"{path}: no usable training image")
-    if counter.skipped:
-        notes.append(f"{path}: {counter.summary()}")
     return ImageSource(
         train_images=_in_memory_dataset([image for _, image in splits["train"]]),
         val_images=splits["val"], test_images=splits["test"],
         train_names=[name for name, _ in splits["train"]], notes=notes,
+        files_read=files_read,
     )
 
 
@@ -392,14 +386,14 @@ class _TFDSImages:
             yield f"div2k validation #{self.first_number + offset}", example["hr"].numpy()
 
 
-def image_source(cfg):
+def image_source(cfg, counter=None):
     source = cfg.data.source
     if source in BUILTIN_SOURCES:
         return builtin_source(cfg)
     if source in ("div2k", DIV2K_NAME):
         return div2k_source(cfg)
     if os.path.isdir(source):
-        return folder_source(source, cfg)
+        return folder_source(source, cfg, counter)
     raise UserError(
         f"--data {source!r}: expected 'builtin', 'div2k' or a folder of "
         "high-resolution images (optionally with train/ and test/ subfolders)")
@@ -422,8 +416,10 @@ def build_datasets(cfg):
     """The splits of the task contract, plus `train_patches` (see module doc)."""
     validate_data_config(cfg)
     scale, tile = cfg.model.scale, cfg.model.tile_size
-    source = image_source(cfg)
+    # One counter for the whole build: files that do not read, and held-out
+    # images smaller than one evaluation tile.
     counter = data_lib.BadSampleCounter(cfg.run.skip_bad)
+    source = image_source(cfg, counter)
     seed = cfg.run.seed
     train_patches = random_crop_pairs(
         source.train_images, cfg.data.hr_patch_size, scale, cfg.data.num_train,
@@ -437,6 +433,10 @@ def build_datasets(cfg):
                                 cfg.data.num_val, counter, "validation")
     test, num_test = tile_dataset(source.test_images, tile, scale, tile_batch,
                                   cfg.data.num_test, counter, "test")
+    if source.files_read:
+        # Held-out images too small for a tile are among the files read.
+        counter.check_share(source.files_read, cfg.data.max_skipped_fraction,
+                            cfg.data.source)
     notes = list(source.notes)
     if counter.skipped:
         notes.append(counter.summary())
@@ -450,9 +450,9 @@ def build_datasets(cfg):
         "num_test": num_test,
         "test_images": source.names_of_test_images(),
         "train_images": source.train_names,
-        "notes": notes,
     }
     return SRSplits(train=train_tiles, val=val, test=test, info=info,
+                    notes=notes, skipped=len(counter.skipped),
                     train_patches=train_patches,
                     calibration_images=source.train_images)
 
