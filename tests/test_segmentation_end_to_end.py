@@ -2,7 +2,6 @@
 
 import json
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -13,28 +12,29 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tasks.segmentation import evaluate as evaluate_cli
+from tasks.segmentation import export as export_cli
 from tasks.segmentation import predict as predict_cli
 from tasks.segmentation import train
 
-
-def run_cli(verb, argv, monkeypatch):
-    """Run `python -m tasks.segmentation.<verb>` in this process.
-
-    runpy keeps the package attribute `evaluate` (the metric function) from
-    being replaced by the CLI module, as `python -m` does.
-    """
-    monkeypatch.setattr(sys, "argv", [verb, *argv])
-    runpy.run_module(f"tasks.segmentation.{verb}", run_name="__main__")
-
 pytestmark = pytest.mark.slow
+SUBPROCESS_TIMEOUT = 600
+
+
+def smoke_argv(root):
+    return ["--preset", "smoke", "--out", str(root / "run"),
+            "--export-dir", str(root / "saved_models")]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("segmentation")
-    out, export_dir = str(root / "run"), str(root / "saved_models")
-    report = train.main(["--preset", "smoke", "--out", out, "--export-dir", export_dir])
-    return report, out, export_dir
+    report = train.main(smoke_argv(root))
+    return report, str(root / "run"), str(root / "saved_models")
+
+
+def saved_model_path(report, out):
+    return os.path.join(out, report["artifacts"]["saved_model"])
 
 
 def test_report_follows_the_contract(run):
@@ -75,8 +75,8 @@ def test_int8_is_integer_small_and_close_to_float(run):
 
 
 def test_saved_model_serves_uint8_images_of_any_size(run):
-    report, _, _ = run
-    serving = tf.saved_model.load(report["artifacts"]["saved_model"]).signatures["serving_default"]
+    report, out, _ = run
+    serving = tf.saved_model.load(saved_model_path(report, out)).signatures["serving_default"]
     for height, width in ((17, 45), (64, 64)):
         images = tf.constant(np.random.randint(0, 255, (2, height, width, 3), np.uint8))
         result = serving(images=images)
@@ -85,15 +85,15 @@ def test_saved_model_serves_uint8_images_of_any_size(run):
         assert int(tf.reduce_max(result["classes"])) < 4
 
 
-def test_evaluate_cli_reproduces_the_report(run, capsys, monkeypatch):
+def test_evaluate_cli_reproduces_the_report(run, capsys):
     report, out, _ = run
     for artifact, key in (("model_int8.tflite", "int8"), ("model.keras", "float")):
         capsys.readouterr()
-        run_cli("evaluate", [os.path.join(out, artifact)], monkeypatch)
+        evaluate_cli.main([os.path.join(out, artifact)])
         scored = json.loads(capsys.readouterr().out)
         assert scored["metrics"]["dice"] == pytest.approx(report["metrics"][key]["dice"], abs=1e-6)
     capsys.readouterr()
-    run_cli("evaluate", [report["artifacts"]["saved_model"]], monkeypatch)
+    evaluate_cli.main([saved_model_path(report, out)])
     scored = json.loads(capsys.readouterr().out)
     assert scored["metrics"]["dice"] == pytest.approx(report["metrics"]["float"]["dice"], abs=1e-3)
 
@@ -109,10 +109,10 @@ def test_predict_writes_masks_at_the_image_size(run, tmp_path):
     assert os.path.exists(tmp_path / "photo_overlay.png")
 
 
-def test_a_second_export_makes_a_new_version(run, tmp_path, monkeypatch):
+def test_a_second_export_makes_a_new_version(run, tmp_path):
     _, out, export_dir = run
     before = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
-    run_cli("export", [os.path.join(out, "model.keras"), "--out", str(tmp_path)], monkeypatch)
+    export_cli.main([os.path.join(out, "model.keras"), "--out", str(tmp_path)])
     after = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
     assert before == ["1"] and after == ["1", "2"]
 
@@ -121,7 +121,8 @@ def test_unknown_preset_and_key_fail_with_one_line(tmp_path):
     for argv, message in ((["--preset", "huge"], "unknown preset 'huge'"),
                           (["--set", "model.filterz=3"], "unknown config key 'model.filterz'")):
         result = subprocess.run([sys.executable, "-m", "tasks.segmentation.train", *argv,
-                                 "--out", str(tmp_path / "x")], capture_output=True, text=True)
+                                 "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                                timeout=SUBPROCESS_TIMEOUT)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
         assert "Traceback" not in result.stderr
@@ -147,10 +148,47 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
         done = json.load(handle)["epoch"]
     assert 2 <= done < 12
     refused = subprocess.run([sys.executable, "-m", "tasks.segmentation.train", *argv],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
     report = train.main(argv + ["--resume"])
     with open(os.path.join(out, "stages", "float", "history.csv")) as handle:
         epochs = [int(line.split(",")[0]) for line in handle.readlines()[1:]]
     assert epochs[-1] == 11 and len(epochs) <= 12 + 1  # continued, not restarted
     assert report["metrics"]["float"]["dice"] > report["metrics"]["baseline"]["dice"]
+
+
+def test_the_same_seed_gives_the_same_report(run, tmp_path_factory):
+    first, _, _ = run
+    second = train.main(smoke_argv(tmp_path_factory.mktemp("again")))
+    for name in ("float", "int8", "ptq_int8"):
+        assert second["metrics"][name]["dice"] == first["metrics"][name]["dice"], name
+    assert second["sizes_bytes"] == first["sizes_bytes"]
+
+
+def test_startup_noise_is_hidden_and_errors_stay_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tasks.segmentation.train", "--preset",
+                             "nope", "--out", str(tmp_path / "x")], capture_output=True,
+                            text=True, timeout=SUBPROCESS_TIMEOUT,
+                            env={k: v for k, v in os.environ.items()
+                                 if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.stderr.strip() == ("error: unknown preset 'nope'; expected one of: "
+                                     "default, smoke, unet")
+    assert result.stdout == ""
+
+
+def test_resume_of_a_finished_run_skips_every_stage(run, capsys):
+    report, out, export_dir = run
+    with open(os.path.join(out, "manifest.json")) as handle:
+        before = json.load(handle)["stages"]
+    versions = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
+    capsys.readouterr()
+    again = train.main(["--preset", "smoke", "--out", out, "--export-dir", export_dir,
+                        "--resume"])
+    printed = capsys.readouterr().out
+    assert "float training already finished" in printed and "QAT already finished" in printed
+    assert "exporting" not in printed and "evaluating" not in printed
+    with open(os.path.join(out, "manifest.json")) as handle:
+        after = json.load(handle)["stages"]
+    assert after == before
+    assert sorted(os.listdir(os.path.join(export_dir, "segmentation"))) == versions
+    assert again["metrics"]["int8"] == report["metrics"]["int8"]
