@@ -137,8 +137,10 @@ def parse_export_args(task, argv=None):
     return args
 
 
-def predict_parser(task, description, default_model, inputs_help="image files"):
-    """The arguments every `predict` shares: inputs, --model, --config, --out."""
+def predict_parser(task, description, default_model, inputs_help="image files",
+                   writes_files=True):
+    """The arguments every `predict` shares: inputs, --model, --config, and
+    --out for commands that write files."""
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{task.NAME}.predict",
                                      description=description)
     add_verbose_argument(parser)
@@ -147,7 +149,8 @@ def predict_parser(task, description, default_model, inputs_help="image files"):
                         help=".keras, .tflite or SavedModel folder")
     parser.add_argument("--config", help="config.json of the training run "
                         "(default: found beside the model)")
-    parser.add_argument("--out", default="predictions", help="output folder")
+    if writes_files:
+        parser.add_argument("--out", default="predictions", help="output folder")
     return parser
 
 

@@ -360,7 +360,11 @@ def run_evaluate(task, argv=None):
     import json
 
     args = cli.parse_evaluate_args(task, argv)
-    cfg, _ = artifacts_lib.load_run_config(task, args.model, args.config, args.overrides)
+    overrides = list(args.overrides)
+    task_overrides = _optional(task, "evaluation_overrides", None)
+    if task_overrides:
+        overrides += task_overrides(args.model, args)
+    cfg, _ = artifacts_lib.load_run_config(task, args.model, args.config, overrides)
     training.set_seed(cfg.run.seed)
     splits = task.build_datasets(cfg)
     raw_fn = artifacts_lib.load_raw_fn(task, args.model)

@@ -12,6 +12,7 @@ from tasks.sentiment.metrics import (
 from tasks.sentiment.model import (
     BertInputs, build_model, build_serving_model, compile_args, representative_dataset)
 from tasks.sentiment.samples import save_samples
+from tasks.sentiment.saved_run import evaluation_overrides
 from tasks.sentiment.training import fit_float
 
 NAME = "sentiment"
@@ -32,5 +33,5 @@ __all__ = [
     "NAME", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "build_model", "build_serving_model", "compile_args",
     "score", "baseline_predict_fns", "save_samples",
-    "fit_float", "custom_objects", "representative_dataset",
+    "fit_float", "custom_objects", "representative_dataset", "evaluation_overrides",
 ]

@@ -9,7 +9,6 @@ on the host, with the vocabulary saved beside the model (the same core-TF
 tokenizer the SavedModel carries inside). A SavedModel takes the raw strings.
 """
 
-import argparse
 import os
 
 import numpy as np
@@ -22,7 +21,7 @@ from common.errors import UserError
 from tasks.sentiment.tokenizer import WordPieceTokenizer
 
 
-def classify(model_path, texts):
+def classify(model_path, texts, config_path=None):
     """[(label, probability)] for `texts` with the model at `model_path`."""
     if os.path.isdir(model_path):
         if not os.path.exists(os.path.join(model_path, "saved_model.pb")):
@@ -31,7 +30,7 @@ def classify(model_path, texts):
         result = loaded.signatures["serving_default"](text=tf.constant(texts))
         return [(label.decode("utf-8"), float(probability)) for label, probability in
                 zip(result["label"].numpy(), result["probability"].numpy())]
-    cfg, info = artifacts.load_run_config(task, model_path)
+    cfg, info = artifacts.load_run_config(task, model_path, config_path)
     if info is None:
         raise UserError(f"{model_path}: no info.json beside the model (its vocabulary "
                         "and class names); pass a model from a training run folder")
@@ -44,17 +43,15 @@ def classify(model_path, texts):
 
 
 def run(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tasks.sentiment.predict",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("texts", nargs="+", help="texts to classify")
-    parser.add_argument("--model", default="runs/sentiment-default/model.keras",
-                        help=".keras, .tflite or SavedModel folder")
+    parser = cli.predict_parser(task, __doc__.splitlines()[0],
+                                default_model="runs/sentiment-default/model.keras",
+                                inputs_help="texts to classify", writes_files=False)
     args = parser.parse_args(argv)
     if not os.path.exists(args.model):
         raise UserError(f"{args.model}: model not found (train one with "
                         "`python -m tasks.sentiment.train`, or pass --model)")
-    results = classify(args.model, args.texts)
-    for text, (label, probability) in zip(args.texts, results):
+    results = classify(args.model, args.inputs, args.config)
+    for text, (label, probability) in zip(args.inputs, results):
         print(f"{label}\t{probability:.3f}\t{text}")
     return results
 
