@@ -65,6 +65,8 @@ def config_from_args(task, args):
         value = getattr(args, attribute, None)
         if value is not None:
             config_lib.set_value(cfg, key, value)
+    if getattr(args, "epochs", None) is not None:
+        cfg.train.min_steps = 0  # the user's epoch count wins over the step budget
     if getattr(args, "no_qat", False):
         cfg.qat.enabled = False
     if getattr(args, "mixed_precision", False):

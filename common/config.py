@@ -37,6 +37,14 @@ class TrainConfig:
     label_smoothing: float = 0.0
     # Early stopping on the monitored validation metric; 0 turns it off.
     early_stopping_patience: int = 0
+    # A budget in optimizer steps: small datasets train more epochs so that
+    # the model sees at least this many updates (0: `epochs` as given; an
+    # explicit --epochs turns the budget off), never more than `max_epochs`.
+    min_steps: int = 0
+    max_epochs: int = 300
+    # Load the weights of the best validation epoch (by the task's primary
+    # metric) before QAT and export, instead of keeping the last epoch.
+    restore_best: bool = True
     # None: one pass over the training split per epoch.
     steps_per_epoch: Optional[int] = None
 

@@ -40,7 +40,7 @@ def make_interpreter(path, num_threads=2, delegates=True):
                 resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with quiet.captured_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
         interpreter = cls(model_path=str(path), num_threads=num_threads, **kwargs)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     return interpreter
 
 

@@ -12,6 +12,7 @@ docs/ARCHITECTURE.md) and never imports `tasks/` itself.
 
 import dataclasses
 import importlib
+import json
 import os
 import time
 
@@ -32,13 +33,20 @@ class RunContext:
     strategy: object
     monitor: tuple
     resume: bool = False
+    # (score_fn(model) -> dict, metric name): the task's primary metric on the
+    # validation split, logged every epoch as `val_<name>`.
+    validation_score: tuple = None
 
     def stage_dir(self, stage):
         return os.path.join(self.run_dir, "stages", stage)
 
     def fit(self, model, splits, cfg, compile_args, stage, **kwargs):
-        """`common.training.fit` with this run's folders and monitor."""
-        kwargs.setdefault("monitor", self.monitor)
+        """`common.training.fit` with this run's folders and monitor; a stage
+        that passes its own `monitor` (e.g. MLM pre-training, which the task
+        metric cannot score) gets no validation score."""
+        if "monitor" not in kwargs:
+            kwargs["monitor"] = self.monitor
+            kwargs.setdefault("validation_score", self.validation_score)
         return training.fit(model, splits, cfg, compile_args, self.stage_dir(stage),
                             log_dir=os.path.join(self.run_dir, "logs", stage), **kwargs)
 
@@ -77,6 +85,18 @@ def limited(dataset, cfg):
     if cfg.run.max_test_examples:
         return dataset.unbatch().take(cfg.run.max_test_examples).batch(cfg.train.batch_size)
     return dataset
+
+
+def validation_scorer(task, cfg, splits):
+    """(score_fn, name) scoring a Keras model on the validation split with the
+    task's own metric, as `training.fit` expects."""
+    score = task_score(task)
+
+    def score_model(model):
+        raw_fn = artifacts_lib.keras_raw_fn(model)
+        return score(predict_fn_from_raw(task, raw_fn, cfg, splits.info), splits.val,
+                     splits.info)
+    return score_model, task.PRIMARY_METRIC
 
 
 def strongest_baseline(baselines, primary_metric, mode):
@@ -234,6 +254,17 @@ def evaluate_models(task, cfg, splits, edge, artifacts, run):
     return metrics, predict_fns
 
 
+def chosen_epochs(run, context):
+    chosen = {}
+    stages_dir = run.file("stages")
+    for stage in sorted(os.listdir(stages_dir)) if os.path.isdir(stages_dir) else []:
+        record = os.path.join(context.stage_dir(stage), "best.weights.h5.json")
+        if os.path.exists(record):
+            with open(record) as handle:
+                chosen[stage] = json.load(handle)
+    return chosen
+
+
 def latency(artifacts, run, example, repeats):
     return {key: litert.LiteRTModel(run.file(path)).median_latency_ms(example, repeats=repeats)
             for key, path in artifacts.items() if key.startswith("tflite")}
@@ -311,6 +342,8 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
         "int8_ops": export_outputs["int8_ops"],
         "xla": training.use_xla(cfg.run),
         "deterministic": not cfg.run.fast_nondeterministic,
+        # The epoch whose weights each stage kept (best by its monitor).
+        "chosen_epochs": chosen_epochs(run, context),
         "stages": {stage: {"seconds": record["seconds"], "finished": record["finished"]}
                    for stage, record in run.manifest["stages"].items()},
         "notes": notes,
@@ -326,10 +359,13 @@ def run_train(task, argv=None):
     cfg = cli.parse_train_args(task, argv)
     with RunFolder(cfg) as run:
         strategy = training.configure(cfg)
-        monitor = tuple(_optional(task, "MONITOR", ("val_loss", "min")))
-        context = RunContext(run_dir=run.path, strategy=strategy, monitor=monitor,
-                             resume=cfg.run.resume)
         splits = prepare_data(task, cfg, run)
+        mode = _optional(task, "PRIMARY_METRIC_MODE", "max")
+        monitor = tuple(_optional(task, "MONITOR", (f"val_{task.PRIMARY_METRIC}", mode)))
+        scorer = validation_scorer(task, cfg, splits) if monitor[0] == \
+            f"val_{task.PRIMARY_METRIC}" else None
+        context = RunContext(run_dir=run.path, strategy=strategy, monitor=monitor,
+                             resume=cfg.run.resume, validation_score=scorer)
         model, float_outputs = train_float(task, cfg, splits, run, context)
         edge = edge_model(task, model, cfg)
         qat_model = train_qat(task, cfg, splits, edge, run, context)
@@ -357,8 +393,6 @@ def main_train(task, argv=None):
 
 def run_evaluate(task, argv=None):
     """Score a `.keras`, `.tflite` or SavedModel on the test split of its data."""
-    import json
-
     args = cli.parse_evaluate_args(task, argv)
     overrides = list(args.overrides)
     task_overrides = _optional(task, "evaluation_overrides", None)
@@ -383,8 +417,6 @@ def run_evaluate(task, argv=None):
 def run_export(task, argv=None):
     """Export a trained `.keras` again: LiteRT float + post-training INT8 and a
     new SavedModel version (QAT happens during training, not here)."""
-    import json
-
     args = cli.parse_export_args(task, argv)
     cfg, _ = artifacts_lib.load_run_config(task, args.model, args.config)
     training.set_seed(cfg.run.seed)

@@ -6,6 +6,7 @@ logs and a resumable backup under the run folder.
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -271,20 +272,75 @@ def make_callbacks(stage_dir, monitor, mode, patience=0, log_dir=None, stage="fl
         callbacks.append(keras.callbacks.TensorBoard(
             log_dir, write_graph=False, update_freq="epoch", profile_batch=0))
     if patience > 0:
+        # The best weights come back from BestCheckpoint's file (which also
+        # survives a resume), not from EarlyStopping's memory.
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True))
+            monitor=monitor, mode=mode, patience=patience))
     return callbacks
 
 
+def epochs_for_budget(train_config, steps_per_epoch):
+    """`train.epochs`, raised so that training makes at least
+    `train.min_steps` optimizer steps (capped at `train.max_epochs`): a
+    50-image folder and a 5,000-image folder both get enough updates."""
+    epochs = train_config.epochs
+    if train_config.min_steps > 0:
+        epochs = max(epochs, math.ceil(train_config.min_steps / steps_per_epoch))
+        epochs = min(epochs, max(train_config.max_epochs, train_config.epochs))
+    return epochs
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """Adds `val_<name>` to each epoch's logs: the task's own metric on the
+    validation split, so checkpoint selection and early stopping follow what
+    the report measures rather than the loss."""
+
+    def __init__(self, score_fn, name):
+        super().__init__()
+        self.score_fn, self.name = score_fn, name
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[f"val_{self.name}"] = float(self.score_fn(self.model)[self.name])
+
+
+def restore_best(model, stage_dir):
+    """Load the best epoch's weights into `model`; returns that epoch's record
+    ({"epoch", "value", "monitor"}) or None when none was saved."""
+    path = os.path.join(stage_dir, "best.weights.h5")
+    if not os.path.exists(path + ".json"):
+        return None
+    model.load_weights(path)
+    with open(path + ".json") as handle:
+        return json.load(handle)
+
+
 def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=None,
-        monitor=("val_loss", "min"), steps_per_epoch=None, log_dir=None):
+        monitor=("val_loss", "min"), steps_per_epoch=None, log_dir=None,
+        validation_score=None):
     """Compile and fit `model` on `splits`; returns the Keras history dict.
 
     Resumes from `stage_dir/backup` when a previous fit was interrupted.
+    `validation_score` is `(score_fn(model) -> dict, name)`: the metric named
+    `name` is logged as `val_<name>` every epoch (use it as `monitor`). With
+    `train.restore_best` the weights of the best epoch by `monitor` are
+    loaded at the end. Without explicit `epochs`, the float budget
+    `train.min_steps` applies.
     """
-    epochs = cfg.train.epochs if epochs is None else epochs
     fixed_steps = steps_per_epoch or cfg.train.steps_per_epoch
     steps_per_epoch = fixed_steps or steps_in(splits.train)
+    if epochs is None:
+        epochs = epochs_for_budget(cfg.train, steps_per_epoch)
+        if epochs != cfg.train.epochs:
+            print(f"[{os.path.basename(stage_dir)}] {steps_per_epoch} steps per epoch: "
+                  f"training {epochs} epochs to reach train.min_steps={cfg.train.min_steps}",
+                  flush=True)
+    callbacks = make_callbacks(stage_dir, monitor[0], monitor[1],
+                               cfg.train.early_stopping_patience, log_dir,
+                               stage=os.path.basename(stage_dir))
+    if validation_score is not None:
+        # First, so that every later callback sees val_<name> in the logs.
+        callbacks.insert(0, ValidationScore(*validation_score))
     optimizer = make_optimizer(cfg.train, steps_per_epoch, learning_rate, epochs)
     model.compile(optimizer=optimizer, jit_compile=use_xla(cfg.run), **compile_args)
     train = splits.train.repeat() if fixed_steps else splits.train
@@ -293,12 +349,12 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
         validation_data=splits.val,
         epochs=epochs,
         steps_per_epoch=fixed_steps or None,
-        callbacks=make_callbacks(stage_dir, monitor[0], monitor[1],
-                                 cfg.train.early_stopping_patience, log_dir,
-                                 stage=os.path.basename(stage_dir)),
+        callbacks=callbacks,
         shuffle=False,  # tf.data splits are shuffled by common.data.finish
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    if cfg.train.restore_best:
+        restore_best(model, stage_dir)
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 

@@ -176,3 +176,43 @@ def test_best_checkpoint_remembers_the_best_value_across_resumes(tmp_path):
     assert open(path, "rb").read() == saved
     resumed.on_epoch_end(2, {"val_loss": 0.4})
     assert open(path, "rb").read() != saved
+
+
+def test_the_step_budget_sets_epochs_from_the_dataset_size():
+    train = config.TrainConfig(epochs=10, min_steps=2400, max_epochs=300)
+    assert training.epochs_for_budget(train, steps_per_epoch=4) == 300  # 50 images: capped
+    assert training.epochs_for_budget(train, steps_per_epoch=40) == 60
+    assert training.epochs_for_budget(train, steps_per_epoch=400) == 10  # enough already
+    assert training.epochs_for_budget(config.TrainConfig(epochs=7), 4) == 7  # no budget
+
+
+def test_an_explicit_epochs_flag_turns_the_budget_off():
+    from common import cli
+    import tasks.segmentation as task
+
+    parser = cli.add_run_arguments(__import__("argparse").ArgumentParser(), task)
+    budgeted = cli.config_from_args(task, parser.parse_args(["--set", "train.min_steps=900"]))
+    explicit = cli.config_from_args(task, parser.parse_args(["--epochs", "3"]))
+    assert budgeted.train.min_steps == 900 and explicit.train.min_steps == 0
+
+
+def test_fit_keeps_the_epoch_with_the_best_validation_score(tmp_path):
+    cfg = config.BaseConfig()
+    cfg.train.epochs, cfg.train.learning_rate, cfg.train.schedule = 4, 0.3, "constant"
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    scores = iter([0.2, 0.9, 0.5, 0.1])  # epoch 2 is the best by the task's metric
+    weights_by_epoch = []
+
+    def score(trained):
+        weights_by_epoch.append([w.copy() for w in trained.get_weights()])
+        return {"accuracy": next(scores)}
+
+    training.fit(model, _regression_splits(), cfg, {"loss": "mse"}, str(tmp_path),
+                 monitor=("val_accuracy", "max"), validation_score=(score, "accuracy"))
+    for kept, best in zip(model.get_weights(), weights_by_epoch[1]):
+        np.testing.assert_array_equal(kept, best)
+    logged = training.read_history(str(tmp_path))
+    assert logged["val_accuracy"] == pytest.approx([0.2, 0.9, 0.5, 0.1])
+    with open(tmp_path / "best.weights.h5.json") as handle:
+        assert json.load(handle) == {"value": 0.9, "epoch": 2, "monitor": "val_accuracy"}
