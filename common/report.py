@@ -98,6 +98,11 @@ def write_markdown(report, path):
         latency = report.get("latency_ms", {}).get(name, "")
         lines.append(f"| {name} | `{artifact}` | {size} | {_format(latency)} |")
     lines += ["", "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items())]
+    chosen = report.get("chosen_epochs", {})
+    if chosen:
+        lines += ["", "Kept epoch per stage (best by its monitor on the validation split): "
+                  + ", ".join(f"{stage} {record['epoch']} ({record['monitor']} "
+                              f"{record['value']:.4f})" for stage, record in chosen.items())]
     ops = report.get("int8_ops", {})
     if ops:
         lines += ["", "## INT8 op check", ""]
