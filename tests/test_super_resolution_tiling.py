@@ -34,6 +34,14 @@ def test_tile_starts_cover_every_pixel(length, tile, overlap):
     assert all(b - a <= tile - 2 * overlap for a, b in zip(starts, starts[1:]))
 
 
+def test_tile_starts_refuse_a_tile_longer_than_the_axis():
+    with pytest.raises(ValueError, match="length 10 is shorter than one tile \\(16\\)"):
+        tile_starts(10, 16)
+    with pytest.raises(ValueError, match="tile overlap 8"):
+        tile_starts(40, 16, 8)
+    assert tile_starts(40, 16) == [0, 16, 24]  # overlap 0 by default
+
+
 def test_tiling_is_exact_for_a_pointwise_model():
     model = _pointwise_model()
     image = np.random.default_rng(0).random((37, 53, 3)).astype("float32")

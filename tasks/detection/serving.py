@@ -9,6 +9,7 @@ boxes; `tests/test_detection_postprocess.py` checks it.
 
 import tensorflow as tf
 
+from common import serving
 from tasks.detection.postprocess import (
     MAX_CANDIDATES, REG_MAX, anchor_grid, class_offset, logit_threshold,
 )
@@ -83,14 +84,20 @@ def build_serving_model(model, cfg, info):
 
     Both return boxes (B, K, 4) as xyxy in each input image's own pixels,
     classes (B, K) int32 (-1 = padding), class_names (B, K), scores (B, K)
-    and num_detections (B,).
+    and num_detections (B,); an empty batch answers those with B = 0.
+
+    Requests over `export.serving_max_batch` images or
+    `export.serving_max_pixels` pixels per image (read from each header,
+    before decoding) are refused with InvalidArgumentError
+    (`common/serving.py`), as are bytes that are not a PNG/JPEG/GIF/BMP.
     """
     size = cfg.model.image_size
+    limits = cfg.export
     post = cfg.postprocess
     class_names = tf.constant(list(info["class_names"]) + [""])
 
     def detect(images_float, heights, widths):
-        raw = model(images_float, training=False)
+        raw = serving.call_on_nonempty_batch(model, images_float)
         detections = detect_batch(
             raw[..., :4 * REG_MAX], raw[..., 4 * REG_MAX:], size,
             post.score_threshold, post.iou_threshold, post.max_detections)
@@ -104,8 +111,12 @@ def build_serving_model(model, cfg, info):
         return detections
 
     def from_bytes(encoded_images):
+        encoded_images = serving.check_shape(encoded_images, ("batch",), "images")
+        encoded_images = serving.check_batch(encoded_images, limits.serving_max_batch)
+
         def decode(encoded):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            checked = serving.check_image_bytes(encoded, limits.serving_max_pixels)
+            image = tf.io.decode_image(checked, channels=3, expand_animations=False)
             image.set_shape([None, None, 3])
             shape = tf.cast(tf.shape(image), tf.float32)
             return resize_for_model(image, size), shape[0], shape[1]
@@ -117,13 +128,16 @@ def build_serving_model(model, cfg, info):
         return detect(images, heights, widths)
 
     def from_images(images):
+        images = serving.check_shape(images, ("batch", "height", "width", 3), "images")
+        images = serving.check_batch(images, limits.serving_max_batch)
+        images = serving.check_pixels(images, limits.serving_max_pixels)
         shape = tf.cast(tf.shape(images), tf.float32)
         batch = tf.shape(images)[0]
         resized = resize_for_model(images, size)
         return detect(resized, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]))
 
     return {
-        "serving_default": (from_bytes, [tf.TensorSpec([None], tf.string, name="images")]),
+        "serving_default": (from_bytes, [serving.request_spec(tf.string, "images")]),
         "detect_images": (from_images,
-                          [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]),
+                          [serving.request_spec(tf.uint8, "images")]),
     }

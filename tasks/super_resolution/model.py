@@ -13,7 +13,9 @@ gradients are never cut off.
 import keras
 import tensorflow as tf
 
+from common import serving
 from common.errors import UserError
+from tasks.super_resolution import tiling
 
 SKIP_MODES = ("none", "bilinear", "nearest")
 
@@ -219,28 +221,60 @@ def build_discriminator(model_cfg, hr_size, normalization="batch",
 # --- Serving ----------------------------------------------------------------
 
 def build_serving_model(model, cfg, info=None):
-    """TF Serving endpoints; the generator runs on the whole image at once
-    (it is fully convolutional, so any size works without tiling).
+    """TF Serving endpoints; the generator runs on overlapping tiles of
+    `model.tile_size` LR pixels (`tiling.upscale_tiled_graph`), one row of
+    tiles at a time, so a large image costs time, not memory. The output
+    matches the whole-image pass within a few uint8 levels along the seams
+    (`tests/test_serving_limits.py`); an image within one tile is exactly
+    the whole-image pass.
 
     - `serving_default`: a uint8 batch (N, H, W, 3) of any size -> uint8
-      (N, 4H, 4W, 3).
+      (N, 4H, 4W, 3); an empty batch (0, H, W, 3) answers (0, 4H, 4W, 3).
     - `serve_bytes`: one encoded image (PNG/JPEG/BMP/GIF; greyscale and RGBA
       become RGB) -> the x4 image as PNG bytes, and as uint8.
+
+    Requests over `export.serving_max_batch` images or
+    `export.serving_max_pixels` LR pixels per image (read from the header
+    before decoding) are refused with InvalidArgumentError
+    (`common/serving.py`).
     """
+    limits = cfg.export
+    scale = cfg.model.scale
+
     def to_uint8(sr):
         return tf.cast(tf.round(tf.clip_by_value(sr, 0.0, 1.0) * 255.0), tf.uint8)
 
+    def upscale_one(image):
+        low = tf.cast(image, tf.float32) / 255.0
+        return tiling.upscale_tiled_graph(
+            lambda tiles: model(tiles, training=False), low, cfg.model.tile_size,
+            cfg.model.tile_overlap, scale=scale, finish=to_uint8,
+            output_dtype=tf.uint8)
+
     def upscale(images):
-        low = tf.cast(images, tf.float32) / 255.0
-        return {"high_resolution": to_uint8(model(low, training=False))}
+        images = serving.check_shape(images, ("batch", "height", "width", 3), "images")
+        images = serving.check_batch(images, limits.serving_max_batch)
+        images = serving.check_pixels(images, limits.serving_max_pixels)
+        shape = tf.shape(images)
+        empty = tf.zeros([0, shape[1] * scale, shape[2] * scale, 3], tf.uint8)
+        # map_fn cannot stack zero results of an open shape: answer empty.
+        # One image at a time, so working memory is one row of tiles.
+        high = tf.cond(
+            shape[0] > 0,
+            lambda: tf.map_fn(upscale_one, images, parallel_iterations=1,
+                              fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)),
+            lambda: empty)
+        return {"high_resolution": high}
 
     def upscale_bytes(encoded):
-        image = tf.io.decode_image(encoded[0], channels=3, expand_animations=False)
-        high = upscale(image[None])["high_resolution"]
-        return {"high_resolution": high, "png": tf.io.encode_png(high[0])[None]}
+        encoded = serving.check_shape(encoded, (1,), "image_bytes")
+        checked = serving.check_image_bytes(encoded[0], limits.serving_max_pixels)
+        image = tf.io.decode_image(checked, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        high = upscale_one(image)
+        return {"high_resolution": high[None], "png": tf.io.encode_png(high)[None]}
 
     return {
-        "serving_default": (upscale, [tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                    name="images")]),
-        "serve_bytes": (upscale_bytes, [tf.TensorSpec([1], tf.string, name="image_bytes")]),
+        "serving_default": (upscale, [serving.request_spec(tf.uint8, "images")]),
+        "serve_bytes": (upscale_bytes, [serving.request_spec(tf.string, "image_bytes")]),
     }
