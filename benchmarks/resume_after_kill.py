@@ -53,7 +53,9 @@ def train(task, argv, kill_at=None, timeout=7200):
             killed = True
             break
         time.sleep(0.2)
-    process.wait(timeout=60)
+    _, errors = process.communicate(timeout=60)
+    if process.returncode not in (0, -signal.SIGKILL):
+        print(errors.decode("utf-8", "replace")[-3000:], file=sys.stderr)
     return killed, process.returncode
 
 

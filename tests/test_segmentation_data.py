@@ -79,8 +79,9 @@ def test_skip_bad_counts_and_keeps_the_rest(tmp_path):
     folder = _write_folder(tmp_path / "set")
     (folder / "images" / "sample2.jpg").write_bytes(b"garbage")
     (folder / "masks" / "sample4.png").unlink()
-    images, _, _, notes, skipped = seg_data.read_folder(str(folder), 32, skip_bad=True)
-    assert len(images) == 4 and skipped == 2 and "skipped 2 bad samples" in notes[0]
+    read = seg_data.read_folder(str(folder), 32, skip_bad=True)
+    assert len(read.images) == 4 and read.skipped == 2
+    assert "skipped 2 bad samples" in read.notes[0]
     # 2 of 6 is a third of the set: over the limit, the run stops instead.
     with pytest.raises(DataError, match=r"skipped 2 of 6 samples \(33%\)"):
         seg_data.read_folder(str(folder), 32, skip_bad=True, max_skipped_fraction=0.1)
@@ -110,11 +111,11 @@ def test_palette_masks_give_class_indices_and_void_stays_void(tmp_path):
     indices[8, :] = 255  # void border
     for index in range(4):
         _write_palette_mask(folder / "masks" / f"sample{index}.png", indices)
-    _, masks, class_names, _, _ = seg_data.read_folder(str(folder), 16)
+    read = seg_data.read_folder(str(folder), 16)
     # Indices, not the palette colours' luminance; 255 is not a 256th class.
-    assert set(np.unique(masks)) == {0, 1, 2, 255}
-    np.testing.assert_array_equal(masks[0], indices)
-    assert class_names == ["class_0", "class_1", "class_2"]
+    assert set(np.unique(read.masks)) == {0, 1, 2, 255}
+    np.testing.assert_array_equal(read.masks[0], indices)
+    assert read.class_names == ["class_0", "class_1", "class_2"]
     # With a class count, 255 is still allowed as void (not "outside the range").
     seg_data.read_folder(str(folder), 16, num_classes=3)
     splits = build_datasets(_cfg(**{"data.source": str(folder), "data.image_size": 16}))
@@ -151,3 +152,129 @@ def test_calibration_examples_are_training_data_in_a_fixed_order():
         np.testing.assert_array_equal(a, b)
     train_images, _ = seg_data.synthetic_examples(1, 32, seed=cfg.run.seed)
     np.testing.assert_allclose(first[0][0], train_images[0] / 255.0, atol=1e-6)
+
+
+# --- Issue 13: size, channels and normalisation follow a local folder --------
+
+def _write_grey_folder(root, count=10, size=24, brightness=None):
+    """Greyscale PNG crops with a bright square object; `brightness` gives
+    each image's background level (the exposure)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(count):
+        mask = np.zeros((size, size), np.uint8)
+        top, left = rng.integers(0, size // 2, 2)
+        mask[top:top + size // 3, left:left + size // 3] = 1
+        level = 100 if brightness is None else brightness[index % len(brightness)]
+        image = level + 40 * mask + rng.normal(0, 5, (size, size))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            root / "images" / f"crop{index}.png")
+        Image.fromarray(mask).save(root / "masks" / f"crop{index}.png")
+    return root
+
+
+def test_a_grey_folder_keeps_its_own_size_and_one_channel(tmp_path):
+    from tasks.segmentation import build_model
+
+    folder = _write_grey_folder(tmp_path / "grey")
+    cfg = _cfg(**{"data.source": str(folder)})  # smoke: image_size 32, depth 2
+    splits = build_datasets(cfg)
+    assert splits.info["image_size"] == 24 and splits.info["channels"] == 1
+    images, masks = next(iter(splits.test))
+    assert images.shape[1:] == (24, 24, 1) and masks.shape[1:] == (24, 24)
+    summary = splits.summary
+    assert summary["image_sizes"] == {"24x24": 10} and summary["file_modes"] == {"L": 10}
+    assert summary["examples"] == {"train": 8, "val": 1, "test": 1}
+    train_pixels = summary["pixels_per_class"]["train"]
+    assert sum(train_pixels.values()) == 8 * 24 * 24 and train_pixels["class_1"] == 8 * 64
+    assert "every image is 24x24: trained at that size" in summary["derived"]["image_size_reason"]
+    assert "greyscale: 1 input channel" in splits.notes[0]
+    assert build_model(cfg, splits.info).input_shape == (None, 24, 24, 1)
+    # Forcing colour, or turning the native size off, is one setting each.
+    forced = build_datasets(_cfg(**{"data.source": str(folder), "data.channels": 3,
+                                    "data.max_image_size": 0}))
+    assert forced.info["channels"] == 3 and forced.info["image_size"] == 32
+    assert next(iter(forced.test))[0].shape[1:] == (32, 32, 3)
+    with pytest.raises(DataError, match="data.channels=2; expected 0 .from the data., 1 or 3"):
+        build_datasets(_cfg(**{"data.source": str(folder), "data.channels": 2}))
+    # Built-in colour data can be turned grey too.
+    grey_shapes = build_datasets(_cfg(**{"data.channels": 1}))
+    assert next(iter(grey_shapes.test))[0].shape[1:] == (32, 32, 1)
+
+
+def test_the_image_size_rule():
+    choose = seg_data.choose_image_size
+    assert choose([(96, 96)] * 3, 64, 128, 8) == (96, "every image is 96x96: trained at that "
+                                                      "size (data.max_image_size=128)")
+    size, reason = choose([(100, 100)], 64, 128, 8)
+    assert size == 96 and "nearest multiple of 8" in reason
+    size, reason = choose([(256, 256)], 64, 128, 8)
+    assert size == 64 and "larger than data.max_image_size=128" in reason
+    size, reason = choose([(96, 96), (80, 80)], 64, 128, 8)
+    assert size == 64 and "2 different sizes: resized to data.image_size=64" in reason
+    assert "not square" in choose([(96, 80)], 64, 128, 8)[1]
+    assert choose([(96, 96)], 64, 0, 8)[0] == 64
+
+
+def test_auto_normalization_standardizes_images_of_differing_exposure(tmp_path):
+    varied = _write_grey_folder(tmp_path / "varied", brightness=[20, 60, 120, 180])
+    splits = build_datasets(_cfg(**{"data.source": str(varied)}))
+    assert splits.info["normalization"] == "standardize"
+    statistics = splits.summary["intensity"]
+    assert statistics["mean_spread"] > seg_data.MEAN_SPREAD_LIMIT
+    assert any("chose per-image standardization" in note for note in splits.notes)
+    images = np.concatenate([batch.numpy() for batch, _ in splits.val])
+    np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(images.std(axis=(1, 2, 3)), 1.0, atol=1e-3)
+
+    even = _write_grey_folder(tmp_path / "even")
+    splits = build_datasets(_cfg(**{"data.source": str(even)}))
+    assert splits.info["normalization"] == "scale"
+    assert "kept pixel / 255" in splits.summary["derived"]["normalization_reason"]
+    images = next(iter(splits.val))[0].numpy()
+    assert images.min() >= 0.0 and images.max() <= 1.0 and images.mean() > 0.3
+    # An explicit choice wins; a wrong one names itself.
+    forced = build_datasets(_cfg(**{"data.source": str(varied), "data.normalization": "scale"}))
+    assert forced.info["normalization"] == "scale"
+    with pytest.raises(DataError, match="data.normalization='zscore'; expected one of auto"):
+        build_datasets(_cfg(**{"data.source": str(varied), "data.normalization": "zscore"}))
+
+
+def test_serving_inputs_match_the_training_inputs(tmp_path):
+    """`model_inputs` (for serving and predict) turns the uint8 RGB files into
+    exactly what the test split feeds the model."""
+    folder = _write_grey_folder(tmp_path / "varied", brightness=[20, 60, 120, 180])
+    splits = build_datasets(_cfg(**{"data.source": str(folder)}))
+    from common import data as data_lib
+
+    # The one test image, drawn as the folder loader draws the splits.
+    test_index = int(data_lib.split_indices(10, [0.8, 0.1, 0.1], seed=0)[2][0])
+    path = folder / "images" / f"crop{test_index}.png"
+    rgb = np.asarray(Image.open(path).convert("RGB"))[None]
+    served = seg_data.model_inputs(rgb, splits.info).numpy()
+    expected = next(iter(splits.test))[0].numpy()
+    assert served.shape == expected.shape == (1, 24, 24, 1)
+    np.testing.assert_allclose(served, expected, atol=0.02)
+
+
+def test_synthetic_data_keeps_colour_and_scale_and_summarises():
+    splits = build_datasets(_cfg())
+    assert splits.info["channels"] == 3 and splits.info["normalization"] == "scale"
+    summary = splits.summary
+    assert summary["examples"] == {"train": 512, "val": 32, "test": 48}
+    assert summary["image_sizes"] == {"32x32": 592}
+    assert set(summary["pixels_per_class"]["test"]) == {"background", "circle", "rectangle",
+                                                       "triangle"}
+    assert 0 < summary["intensity"]["mean"] < 255
+    assert summary["derived"]["steps_per_epoch"] == 64 and summary["derived"]["epochs"] == 10
+
+
+def test_the_default_step_budget_leaves_the_demo_alone_and_grows_small_folders():
+    from common import training
+
+    cfg = config.from_preset(Config, PRESETS, "default")
+    assert training.epochs_for_budget(cfg.train, 1536 // 16) == cfg.train.epochs == 14
+    # 52 training images: 3 steps an epoch; the budget gives them max_epochs.
+    assert training.epochs_for_budget(cfg.train, 3) == cfg.train.max_epochs
+    assert 3 * cfg.train.max_epochs >= 300

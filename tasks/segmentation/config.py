@@ -23,7 +23,22 @@ class ModelOptions:
 
 @dataclasses.dataclass
 class DataOptions(config.DataConfig):
+    # Side of the square model input for the built-in and TFDS data, and for
+    # a local folder whose images cannot keep their own size (see below).
     image_size: int = 64
+    # A local folder whose images all share one square size up to this many
+    # pixels trains at that size (rounded to a multiple of 2**model.depth)
+    # instead of being resized to `image_size`: thin structures survive.
+    # 0: always `image_size`.
+    max_image_size: int = 128
+    # Model input channels: 0 follows the data (1 when every image of a
+    # local folder is greyscale, else 3); 1 or 3 forces it.
+    channels: int = 0
+    # "scale": pixel / 255. "standardize": each image to zero mean and unit
+    # variance (tf.image.per_image_standardization), for data whose
+    # brightness differs between images. "auto": standardize a local folder
+    # whose training images' intensity statistics vary strongly, else scale.
+    normalization: str = "auto"
     # Classes of a local folder; 0 reads `classes.txt` in the folder or counts
     # the largest mask value + 1.
     num_classes: int = 0
@@ -58,6 +73,10 @@ PRESETS = {
         "data.num_test": 256, "model.filters": 12, "model.depth": 3,
         "train.epochs": 14, "train.batch_size": 16, "train.learning_rate": 3e-3,
         "train.early_stopping_patience": 0, "qat.epochs": 2, "qat.learning_rate": 2e-4,
+        # A step budget: the built-in 1536 images make 96 steps an epoch and
+        # pass it in their 14 epochs, while a folder of 65 images (52 to
+        # train: 3 steps an epoch) trains 100 epochs, 300 steps instead of 42.
+        "train.min_steps": 1000, "train.max_epochs": 100,
     },
     # The paper's width and depth (64 filters, 4 poolings) on Oxford-IIIT Pet.
     "unet": {

@@ -6,6 +6,7 @@ import tensorflow as tf
 from common import layers as blocks
 from common import serving
 from common.errors import UserError
+from tasks.segmentation import data as seg_data
 
 BLOCKS = ("conv", "residual", "separable")
 # What the serving endpoint takes; strings name sizes that may vary.
@@ -79,7 +80,6 @@ def build_serving_model(model, cfg, info):
     before decoding) are refused with InvalidArgumentError
     (`common/serving.py`).
     """
-    size = cfg.data.image_size
     limits = cfg.export
 
     def segment(images):
@@ -87,9 +87,10 @@ def build_serving_model(model, cfg, info):
         images = serving.check_batch(images, limits.serving_max_batch)
         images = serving.check_pixels(images, limits.serving_max_pixels)
         height, width = tf.shape(images)[1], tf.shape(images)[2]
-        resized = tf.image.resize(tf.cast(images, tf.float32) / 255.0, (size, size),
-                                  antialias=True)
-        logits = serving.call_on_nonempty_batch(model, resized)
+        # The model's size, channels (RGB -> grey for a one-channel model)
+        # and normalisation, exactly as in training (info from the data).
+        inputs = seg_data.model_inputs(images, info)
+        logits = serving.call_on_nonempty_batch(model, inputs)
         # Upsample the scores, not the labels, so edges follow the probabilities.
         logits = tf.image.resize(logits, (height, width), method="bilinear")
         probabilities = tf.nn.softmax(logits, axis=-1)

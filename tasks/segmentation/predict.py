@@ -12,13 +12,13 @@ from PIL import Image
 
 import tasks.segmentation as task
 from common import artifacts, cli, data as data_lib, visualize
+from tasks.segmentation import data as seg_data
 
 
-def segment_image(raw_fn, image, image_size):
+def segment_image(raw_fn, image, info):
     """Class map at the image's own size for one uint8 (H, W, 3) image."""
-    resized = tf.image.resize(image[None].astype(np.float32) / 255.0,
-                              (image_size, image_size), antialias=True).numpy()
-    logits = np.asarray(raw_fn(resized))
+    inputs = seg_data.model_inputs(image[None], info).numpy()
+    logits = np.asarray(raw_fn(inputs))
     logits = tf.image.resize(logits, image.shape[:2], method="bilinear").numpy()
     return logits[0].argmax(-1).astype(np.uint8)
 
@@ -29,10 +29,14 @@ def run(argv=None):
     args = parser.parse_args(argv)
     cfg, info, raw_fn = artifacts.load_for_predict(task, args)
     num_classes = info["num_classes"] if info else None
+    # A run's info.json says what the model takes; a bare file gets the
+    # configured size, colour and pixel / 255.
+    model_info = info or {"image_size": cfg.data.image_size, "channels": 3,
+                          "normalization": "scale"}
     written = []
     for path in args.inputs:
         image = data_lib.read_image(path, channels=3)
-        mask = segment_image(raw_fn, image, cfg.data.image_size)
+        mask = segment_image(raw_fn, image, model_info)
         stem = os.path.splitext(os.path.basename(path))[0]
         mask_path = os.path.join(args.out, f"{stem}_mask.png")
         Image.fromarray(mask).save(mask_path)
