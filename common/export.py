@@ -161,7 +161,10 @@ def tflite_op_report(path):
     for op in interpreter._get_ops_details():
         name = op["op_name"]
         inputs = [i for i in op["inputs"] if i >= 0 and i in tensors]
-        dtype = np.dtype(tensors[inputs[0]]["dtype"]).name if inputs else "none"
+        # TRANSPOSE_CONV's first input is the output shape; its data is third.
+        data = inputs[2] if name == "TRANSPOSE_CONV" and len(inputs) > 2 else \
+            inputs[0] if inputs else None
+        dtype = np.dtype(tensors[data]["dtype"]).name if data is not None else "none"
         counts[f"{name}/{dtype}"] += 1
         if dtype.startswith("float"):
             float_ops.add(name)

@@ -5,16 +5,38 @@ underneath: clone the float model with fake-quant on every kernel and on the
 activations LiteRT keeps, copy the weights, fine-tune briefly, and let the
 LiteRT converter turn the FakeQuant ranges into int8 kernels.
 
-- Conv2D / Conv1D kernels: per output channel, symmetric, narrow range.
-- DepthwiseConv2D kernels: per tensor (the per-channel op only quantizes the
-  last axis, which is the depth multiplier here, not the channel).
-- Dense / EinsumDense kernels: per tensor (per-channel Dense fails conversion:
-  "'tfl.transpose' op has mismatched quantized axes").
+- Convolution kernels (Conv1D/2D/3D): per output channel, symmetric, narrow
+  range.
+- Depthwise, separable-depthwise and transposed-convolution kernels: per
+  tensor (TensorFlow's per-channel fake-quant only quantizes the last axis,
+  which is the depth multiplier / input channel there, not the output
+  channel).
+- Dense / EinsumDense / recurrent kernels: per tensor (per-channel Dense fails
+  conversion: "'tfl.transpose' op has mismatched quantized axes").
 - Activations: per tensor, min/max kept as moving averages in non-trainable
   variables, after the inputs and after each layer whose output LiteRT keeps.
   Nothing goes between a convolution and the BatchNormalization or ReLU that
   the converter folds into it.
+
+Layers that keep their matmuls in sublayers (keras-hub TransformerEncoder /
+TransformerDecoder, MultiHeadAttention, LSTM / GRU, Sequential blocks, custom
+layers built from Dense / Conv sublayers) are wrapped in `QuantizedSublayers`:
+after the wrapped layer is built, each sublayer's class is swapped in place for
+a subclass whose kernels pass through fake-quant and whose outputs get ranges
+(attention: the scaled query, key, value, the scores, the probabilities and
+the context). The swap is redone whenever the wrapper is built, so a saved
+QAT model reloads (safe_mode) with the same variables. Nested Functional
+models (a keras-hub backbone inside a classifier) are quantized recursively.
+
+Attention masking: Keras masks scores with -1e9, which no int8 scale can
+span together with the real scores. Here masked scores take the bottom of the
+scores' trained range instead (`ActivationFakeQuant.min_span` keeps that bottom
+at least 10 below the top), so the float QAT model computes exactly what the
+int8 model does and padded batches calibrate like any others.
 """
+
+import sys
+import warnings
 
 import keras
 from keras import ops
@@ -25,9 +47,16 @@ FUSABLE_ACTIVATIONS = ("relu", "relu6", "linear")
 KERNEL_LAYERS = (
     keras.layers.Conv1D,
     keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
     keras.layers.Dense,
     keras.layers.EinsumDense,
+    keras.layers.DepthwiseConv1D,
     keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
 )
 # Layers whose output needs no range of its own: they pass values through
 # unchanged (LiteRT keeps the input's quantization parameters).
@@ -47,6 +76,16 @@ PASS_THROUGH_LAYERS = (
 # A custom layer that only moves values around (slices, repeats) can say so
 # with a class attribute `quantization_pass_through = True`.
 
+# Attention scores: masked positions take the bottom of the range, so keep
+# that bottom far enough below the top that exp(bottom - top) is ~0.
+ATTENTION_SCORE_SPAN = 10.0  # exp(-10) = 4.5e-5 per masked key
+# LiteRT's int8 SOFTMAX always outputs scale 1/256, zero point -128: training
+# with the same range avoids a requantize after every softmax.
+SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
+# The same for the other activations LiteRT computes with a fixed output scale.
+FIXED_OUTPUT_RANGES = {"softmax": SOFTMAX_RANGE, "sigmoid": SOFTMAX_RANGE,
+                       "tanh": (-1.0, 127.0 / 128.0)}
+
 
 def _symmetric_fake_quant(kernel, axis):
     """Symmetric narrow-range int8 fake quantization of a kernel."""
@@ -62,75 +101,24 @@ def _symmetric_fake_quant(kernel, axis):
 
 
 @keras.saving.register_keras_serializable(package="common")
-class QuantizedConv1D(keras.layers.Conv1D):
-    @property
-    def kernel(self):
-        return _symmetric_fake_quant(super().kernel, axis=-1)
-
-
-@keras.saving.register_keras_serializable(package="common")
-class QuantizedConv2D(keras.layers.Conv2D):
-    @property
-    def kernel(self):
-        return _symmetric_fake_quant(super().kernel, axis=-1)
-
-
-@keras.saving.register_keras_serializable(package="common")
-class QuantizedDense(keras.layers.Dense):
-    @property
-    def kernel(self):
-        return _symmetric_fake_quant(super().kernel, axis=None)
-
-
-@keras.saving.register_keras_serializable(package="common")
-class QuantizedEinsumDense(keras.layers.EinsumDense):
-    @property
-    def kernel(self):
-        return _symmetric_fake_quant(super().kernel, axis=None)
-
-
-@keras.saving.register_keras_serializable(package="common")
-class QuantizedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    def call(self, inputs):
-        outputs = ops.depthwise_conv(
-            inputs,
-            _symmetric_fake_quant(self.kernel, axis=None),
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        if self.use_bias:
-            outputs = ops.add(outputs, self.bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-
-QUANTIZED_CLASSES = {
-    keras.layers.Conv1D: QuantizedConv1D,
-    keras.layers.Conv2D: QuantizedConv2D,
-    keras.layers.Dense: QuantizedDense,
-    keras.layers.EinsumDense: QuantizedEinsumDense,
-    keras.layers.DepthwiseConv2D: QuantizedDepthwiseConv2D,
-}
-
-
-@keras.saving.register_keras_serializable(package="common")
 class ActivationFakeQuant(keras.layers.Layer):
     """Per-tensor fake quantization with moving-average min/max.
 
     The first training batch sets the range; later batches move it with
-    `momentum`, as TFMOT's `MovingAverageQuantizer` does.
+    `momentum`, as TFMOT's `MovingAverageQuantizer` does. With `min_span` the
+    bottom of the range stays at least that far below the top; with
+    `fixed_range` (min, max) the range is that and never moves.
     """
 
-    def __init__(self, momentum=0.99, **kwargs):
+    def __init__(self, momentum=0.99, min_span=None, fixed_range=None, **kwargs):
         # Ranges and fake-quant run in float32 whatever the precision policy.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.momentum = momentum
+        self.min_span = min_span
+        self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
 
-    def build(self, input_shape):
+    def build(self, input_shape=None):
         self.range_min = self.add_weight(
             name="range_min", shape=(), initializer="zeros", trainable=False
         )
@@ -140,6 +128,18 @@ class ActivationFakeQuant(keras.layers.Layer):
         self.seen = self.add_weight(
             name="seen", shape=(), initializer="zeros", trainable=False
         )
+
+    def effective_range(self, range_min=None, range_max=None):
+        """The (min, max) the fake-quant uses: never empty, `min_span` wide."""
+        if self.fixed_range is not None:
+            return self.fixed_range
+        range_min = self.range_min if range_min is None else range_min
+        range_max = self.range_max if range_max is None else range_max
+        if self.min_span is not None:
+            range_min = ops.minimum(range_min, range_max - self.min_span)
+        # An untrained range (0, 0) would zero everything; keep a tiny span.
+        range_max = ops.maximum(range_max, range_min + 1e-6)
+        return range_min, range_max
 
     def call(self, inputs, training=None):
         values = ops.cast(inputs, "float32")
@@ -158,11 +158,9 @@ class ActivationFakeQuant(keras.layers.Layer):
             self.range_min.assign(new_min)
             self.range_max.assign(new_max)
             self.seen.assign(1.0)
-            range_min, range_max = new_min, new_max
+            range_min, range_max = self.effective_range(new_min, new_max)
         else:
-            range_min, range_max = self.range_min, self.range_max
-        # An untrained range (0, 0) would zero everything; keep a tiny span.
-        range_max = ops.maximum(range_max, range_min + 1e-6)
+            range_min, range_max = self.effective_range()
         outputs = keras.quantizers.fake_quant_with_min_max_vars(
             values, range_min, range_max, num_bits=8
         )
@@ -173,7 +171,360 @@ class ActivationFakeQuant(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"momentum": self.momentum})
+        config.update({"momentum": self.momentum, "min_span": self.min_span,
+                       "fixed_range": self.fixed_range})
+        return config
+
+
+# --- kernel fake-quant -------------------------------------------------------
+#
+# Which kernel attributes each layer type has, and the per-channel axis of
+# each (None: per tensor). Subclasses inherit their base's entry.
+KERNEL_ATTRIBUTES = {
+    keras.layers.Conv1D: {"kernel": None},  # per-channel: "mismatched quantized axes"
+    keras.layers.Conv2D: {"kernel": -1},
+    keras.layers.Conv3D: {"kernel": -1},
+    keras.layers.Conv1DTranspose: {"kernel": None},
+    keras.layers.Conv2DTranspose: {"kernel": None},
+    keras.layers.Conv3DTranspose: {"kernel": None},
+    keras.layers.DepthwiseConv1D: {"kernel": None},
+    keras.layers.DepthwiseConv2D: {"kernel": None},
+    keras.layers.SeparableConv1D: {"depthwise_kernel": None, "pointwise_kernel": None},
+    keras.layers.SeparableConv2D: {"depthwise_kernel": None, "pointwise_kernel": -1},
+    keras.layers.Dense: {"kernel": None},
+    keras.layers.EinsumDense: {"kernel": None},
+    keras.layers.LSTMCell: {"kernel": None, "recurrent_kernel": None},
+    keras.layers.GRUCell: {"kernel": None, "recurrent_kernel": None},
+    keras.layers.SimpleRNNCell: {"kernel": None, "recurrent_kernel": None},
+}
+
+
+def kernel_attributes(layer_class):
+    """{attribute: axis} of the kernels of `layer_class`, or None."""
+    for klass in layer_class.__mro__:
+        if klass in KERNEL_ATTRIBUTES:
+            return KERNEL_ATTRIBUTES[klass]
+    return None
+
+
+def _fake_quant_property(base_class, name, axis):
+    """A property serving attribute `name` through kernel fake-quant.
+
+    Dense / EinsumDense / Conv define `kernel` as a property of their own
+    (over `_kernel`); the others store the variable as a plain attribute,
+    which this property keeps in the instance dictionary.
+    """
+    inherited = getattr(base_class, name, None)
+    if isinstance(inherited, property):
+        def get(self):
+            return _symmetric_fake_quant(inherited.fget(self), axis)
+        return property(get, inherited.fset)
+
+    def get(self):
+        if name not in self.__dict__:  # not built yet: as a plain attribute would
+            raise AttributeError(name)
+        return _symmetric_fake_quant(self.__dict__[name], axis)
+
+    def set(self, value):
+        self.__dict__[name] = value
+    return property(get, set)
+
+
+def _quantizers(layer):
+    """The activation quantizers a swap attached to `layer` ({} if none).
+
+    Held outside Keras tracking: they belong to the `QuantizedSublayers`
+    wrapper (which saves them) or to nobody for top-level layers.
+    """
+    return layer.__dict__.get("_activation_quantizers", {})
+
+
+class _DenseOutputs:
+    """Dense / EinsumDense with optional output (and pre-activation) ranges."""
+
+    def call(self, inputs, training=None):
+        quantizers = _quantizers(self)
+        if not quantizers:
+            return super().call(inputs, training=training)
+        if isinstance(self, keras.layers.EinsumDense):
+            x = ops.einsum(self.equation, inputs, self.kernel)
+        else:
+            x = ops.matmul(inputs, self.kernel)
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        if "pre_activation" in quantizers:
+            x = quantizers["pre_activation"](x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return quantizers["output"](x)
+
+
+class _LayerNormOutputs:
+    """LayerNormalization with ranges on its input (a residual sum) and output."""
+
+    def call(self, inputs, *args, **kwargs):
+        quantizers = _quantizers(self)
+        if "input" in quantizers:
+            inputs = quantizers["input"](inputs)
+        outputs = super().call(inputs, *args, **kwargs)
+        return quantizers["output"](outputs) if "output" in quantizers else outputs
+
+
+class _CellOutputs:
+    """An RNN cell with ranges on its output and each new state."""
+
+    def call(self, inputs, states, training=None):
+        outputs, new_states = super().call(inputs, states, training=training)
+        quantizers = _quantizers(self)
+        if not quantizers:
+            return outputs, new_states
+        quantized_outputs = quantizers["output"](outputs)
+        flat = keras.tree.flatten(new_states)
+        quantized_states = [
+            quantized_outputs if state is outputs else quantizers[f"state{index}"](state)
+            for index, state in enumerate(flat)
+        ]
+        return quantized_outputs, keras.tree.pack_sequence_as(new_states, quantized_states)
+
+
+class _LSTMCellOutputs(_CellOutputs):
+    """LSTMCell with ranges on its gates and carry products as well, so
+    LiteRT keeps the cell's elementwise math in int8 too."""
+
+    def _compute_carry_and_output_fused(self, z, c_tm1):
+        quantizers = _quantizers(self)
+        if "input_gate" not in quantizers:
+            return super()._compute_carry_and_output_fused(z, c_tm1)
+        input_gate = quantizers["input_gate"](self.recurrent_activation(z[0]))
+        forget_gate = quantizers["forget_gate"](self.recurrent_activation(z[1]))
+        candidate = quantizers["candidate"](self.activation(z[2]))
+        output_gate = quantizers["output_gate"](self.recurrent_activation(z[3]))
+        carry = (quantizers["kept_carry"](forget_gate * c_tm1)
+                 + quantizers["added_carry"](input_gate * candidate))
+        return carry, output_gate
+
+
+class _QuantizedAttention:
+    """MultiHeadAttention with ranges on every tensor of the dot product.
+
+    Always the explicit path (the fused `dot_product_attention` leaves no
+    place for ranges). Masked scores take the bottom of the scores' range
+    instead of -1e9: the int8 model can represent it, so training, padded
+    calibration and LiteRT agree.
+    """
+
+    def _compute_attention(self, query, key, value, attention_mask=None,
+                           training=None, return_attention_scores=False,
+                           use_causal_mask=False):
+        quantizers = _quantizers(self)
+        if use_causal_mask:
+            causal_mask = self._compute_causal_mask(query, value)
+            attention_mask = causal_mask if attention_mask is None else ops.logical_and(
+                ops.cast(attention_mask, "bool"), causal_mask)
+        query = quantizers["query"](
+            ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype)))
+        key = quantizers["key"](key)
+        value = quantizers["value"](value)
+        scores = quantizers["scores"](ops.einsum(self._dot_product_equation, key, query))
+        if attention_mask is not None:
+            mask_expansion_axis = -len(self._attention_axes) * 2 - 1
+            for _ in range(len(scores.shape) - len(attention_mask.shape)):
+                attention_mask = ops.expand_dims(attention_mask, axis=mask_expansion_axis)
+            bottom, _ = quantizers["scores"].effective_range()
+            scores = ops.where(ops.cast(attention_mask, "bool"), scores,
+                               ops.cast(bottom, scores.dtype))
+        probabilities = quantizers["probabilities"](self._softmax(scores))
+        dropped = self._dropout_layer(probabilities, training=training) \
+            if self._dropout > 0.0 else probabilities
+        context = quantizers["context"](
+            ops.einsum(self._combine_equation, dropped, value))
+        return context, probabilities
+
+
+_SWAPPED_CLASSES = {}
+
+
+def _swapped_class(layer_class):
+    """`layer_class` with kernel fake-quant (and its activation hooks).
+
+    Made on demand for any subclass (keras-hub's CachedMultiHeadAttention,
+    a custom Dense): these classes are never serialized, the wrapper redoes
+    the swap on load.
+    """
+    if layer_class in _SWAPPED_CLASSES:
+        return _SWAPPED_CLASSES[layer_class]
+    bases = [layer_class]
+    if issubclass(layer_class, (keras.layers.Dense, keras.layers.EinsumDense)):
+        bases.insert(0, _DenseOutputs)
+    elif issubclass(layer_class, keras.layers.LayerNormalization):
+        bases.insert(0, _LayerNormOutputs)
+    elif issubclass(layer_class, keras.layers.MultiHeadAttention):
+        bases.insert(0, _QuantizedAttention)
+    elif issubclass(layer_class, keras.layers.LSTMCell):
+        bases.insert(0, _LSTMCellOutputs)
+    elif issubclass(layer_class, (keras.layers.GRUCell, keras.layers.SimpleRNNCell)):
+        bases.insert(0, _CellOutputs)
+    attributes = {
+        name: _fake_quant_property(layer_class, name, axis)
+        for name, axis in (kernel_attributes(layer_class) or {}).items()
+    }
+    attributes["_fake_quant_kernels"] = tuple(attributes)
+    swapped = type(f"Quantized{layer_class.__name__}", tuple(bases), attributes)
+    _SWAPPED_CLASSES[layer_class] = swapped
+    return swapped
+
+
+def _registered(layer_class):
+    """A serializable quantized class for a top-level layer of `layer_class`."""
+    quantized = _swapped_class(layer_class)
+    return keras.saving.register_keras_serializable(package="common")(quantized)
+
+
+# Top-level layers of these exact types are cloned straight into their
+# quantized class (the Functional graph puts activation ranges around them).
+QUANTIZED_CLASSES = {klass: _registered(klass) for klass in KERNEL_LAYERS}
+QuantizedConv1D = QUANTIZED_CLASSES[keras.layers.Conv1D]
+QuantizedConv2D = QUANTIZED_CLASSES[keras.layers.Conv2D]
+QuantizedConv3D = QUANTIZED_CLASSES[keras.layers.Conv3D]
+QuantizedDense = QUANTIZED_CLASSES[keras.layers.Dense]
+QuantizedEinsumDense = QUANTIZED_CLASSES[keras.layers.EinsumDense]
+QuantizedDepthwiseConv2D = QUANTIZED_CLASSES[keras.layers.DepthwiseConv2D]
+
+
+def is_fake_quantized(layer):
+    """Whether `layer`'s kernels (if any) run under fake-quant."""
+    return bool(getattr(type(layer), "_fake_quant_kernels", ()))
+
+
+def _layer_tree(layer):
+    """`layer` and its sublayers, parents first, each once."""
+    return layer._flatten_layers(include_self=True, recursive=True)
+
+
+def _has_compute(layer):
+    return any(kernel_attributes(type(sub)) or isinstance(sub, keras.layers.MultiHeadAttention)
+               for sub in _layer_tree(layer))
+
+
+def _quantize_layer_tree(root):
+    """Swap the classes of `root`'s sublayers in place; returns the
+    activation quantizers made for them, in a repeatable order."""
+    made = []
+
+    def quantizer(layer, role, **kwargs):
+        fake_quant = ActivationFakeQuant(name=f"{layer.name}_{role}_fq", **kwargs)
+        fake_quant.build()
+        made.append(fake_quant)
+        return fake_quant
+
+    # q/k/v projections feed the attention's own ranges; the root's output
+    # range is the enclosing graph's business.
+    no_output_range = {id(root)}
+    for layer in _layer_tree(root):
+        if isinstance(layer, ActivationFakeQuant):
+            continue
+        layer_class = type(layer)
+        quantizers = {}
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            for role in ("query", "key", "value", "context"):
+                quantizers[role] = quantizer(layer, role)
+            quantizers["scores"] = quantizer(layer, "scores", min_span=ATTENTION_SCORE_SPAN)
+            quantizers["probabilities"] = quantizer(layer, "probabilities",
+                                                    fixed_range=SOFTMAX_RANGE)
+            no_output_range.update(
+                id(getattr(layer, name, None))
+                for name in ("_query_dense", "_key_dense", "_value_dense", "_gate_dense"))
+        elif isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
+            if id(layer) not in no_output_range:
+                if _activation_name(layer) not in FUSABLE_ACTIVATIONS:
+                    quantizers["pre_activation"] = quantizer(layer, "pre_activation")
+                quantizers["output"] = quantizer(
+                    layer, "output", fixed_range=_fixed_output_range(layer))
+        elif isinstance(layer, keras.layers.LayerNormalization):
+            quantizers["input"] = quantizer(layer, "input")
+            quantizers["output"] = quantizer(layer, "output")
+        elif isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell,
+                                keras.layers.SimpleRNNCell)):
+            quantizers["output"] = quantizer(layer, "output")
+            for index in range(len(keras.tree.flatten(layer.state_size))):
+                quantizers[f"state{index}"] = quantizer(layer, f"state{index}")
+            if isinstance(layer, keras.layers.LSTMCell) and layer.implementation != 1:
+                gate_range = FIXED_OUTPUT_RANGES.get(
+                    getattr(layer.recurrent_activation, "__name__", ""))
+                candidate_range = FIXED_OUTPUT_RANGES.get(
+                    getattr(layer.activation, "__name__", ""))
+                for role in ("input_gate", "forget_gate", "output_gate"):
+                    quantizers[role] = quantizer(layer, role, fixed_range=gate_range)
+                quantizers["candidate"] = quantizer(layer, "candidate",
+                                                    fixed_range=candidate_range)
+                quantizers["kept_carry"] = quantizer(layer, "kept_carry")
+                quantizers["added_carry"] = quantizer(layer, "added_carry")
+        elif not kernel_attributes(layer_class):
+            continue
+        if layer_class not in _SWAPPED_CLASSES.values():
+            layer.__class__ = _swapped_class(layer_class)
+        # Not an attribute Keras tracks: the wrapper owns and saves them.
+        layer.__dict__["_activation_quantizers"] = quantizers
+    return made
+
+
+def _output_is_quantized(layer):
+    """Whether the last tensor `layer` computes already gets a range inside."""
+    if isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.LayerNormalization,
+                          keras.layers.RNN)):
+        return True
+    if type(layer).__name__ in ("TransformerEncoder", "TransformerDecoder"):
+        return not getattr(layer, "normalize_first", False)
+    return False
+
+
+@keras.saving.register_keras_serializable(package="common")
+class QuantizedSublayers(keras.layers.Layer):
+    """Runs `layer` with fake-quant swapped into its sublayers.
+
+    The swap happens when the wrapper is built (cloning or loading), after
+    `layer` is built, so the saved config is the plain layer's and the saved
+    variables are the layer's plus the activation ranges.
+    """
+
+    def __init__(self, layer, **kwargs):
+        if isinstance(layer, dict):
+            layer = keras.saving.deserialize_keras_object(layer)
+        kwargs.setdefault("name", layer.name)
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.output_is_quantized = _output_is_quantized(layer)
+
+    def _quantize(self):
+        self.quantizers = _quantize_layer_tree(self.layer)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._quantize()
+
+    def build_from_config(self, config):
+        if not self.layer.built:
+            self.layer.build_from_config(config)
+        self._quantize()
+        self.built = True
+
+    def get_build_config(self):
+        return self.layer.get_build_config()
+
+    def call(self, *args, training=None, **kwargs):
+        if self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        return self.layer(*args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        kwargs.pop("training", None)
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config["layer"] = keras.saving.serialize_keras_object(self.layer)
         return config
 
 
@@ -183,6 +534,13 @@ def _activation_name(layer):
         return "linear"
     name = getattr(activation, "__name__", str(activation))
     return name
+
+
+def _fixed_output_range(layer):
+    """The output range LiteRT fixes for `layer`'s activation, or None."""
+    if isinstance(layer, keras.layers.Softmax):
+        return SOFTMAX_RANGE
+    return FIXED_OUTPUT_RANGES.get(_activation_name(layer))
 
 
 def _consumers(model):
@@ -226,11 +584,31 @@ def _output_needs_range(layer, consumer_layers, is_model_output):
     return True
 
 
-def quantize_model(model):
-    """A fake-quant clone of a Functional `model`, with its weights copied."""
+def _is_functional(layer):
     from keras.src.models.functional import Functional
 
-    if not isinstance(model, Functional):
+    return isinstance(layer, Functional)
+
+
+def _wrap(layer):
+    """`QuantizedSublayers` around a copy of `layer`, weights copied."""
+    copy = layer.__class__.from_config(layer.get_config())
+    wrapper = QuantizedSublayers(copy)
+    build_config = layer.get_build_config()
+    if build_config is None:
+        raise ValueError(f"layer {layer.name!r} was never built; call the model once first")
+    wrapper.build_from_config(build_config)
+    copy.set_weights(layer.get_weights())
+    return wrapper
+
+
+def quantize_model(model, _nested=False):
+    """A fake-quant clone of a Functional `model`, with its weights copied.
+
+    Compute layers QAT cannot reach are named in a warning; see
+    `common.quant_report.fake_quant_coverage` for the numbers.
+    """
+    if not _is_functional(model):
         raise ValueError(
             f"quantize_model needs a Functional model; {getattr(model, 'name', model)!r} "
             f"is {type(model).__name__}"
@@ -239,16 +617,25 @@ def quantize_model(model):
     layers_by_name = {op.name: op for op in model.operations}
     output_names = {t._keras_history.operation.name for t in model.outputs}
     input_quantizers = {}
+    # Clones whose weights are copied already (wrappers, nested models).
+    prepared = set()
 
     def clone_function(layer):
         quantized_class = QUANTIZED_CLASSES.get(type(layer))
-        if quantized_class is None:
+        if quantized_class is not None:
+            return quantized_class.from_config(layer.get_config())
+        if _is_functional(layer):
+            clone = quantize_model(layer, _nested=True)
+        elif isinstance(layer, keras.layers.Layer) and _has_compute(layer):
+            clone = _wrap(layer)
+        else:
             return layer.__class__.from_config(layer.get_config())
-        return quantized_class.from_config(layer.get_config())
+        prepared.add(id(clone))
+        return clone
 
     def quantize_input(tensor):
-        if "float" not in str(tensor.dtype):
-            return tensor
+        if "float" not in str(tensor.dtype) or _nested:
+            return tensor  # a nested model's inputs got ranges outside it
         key = id(tensor)
         if key not in input_quantizers:
             name = tensor._keras_history.operation.name
@@ -266,6 +653,8 @@ def quantize_model(model):
             args,
         )
         outputs = layer(*args, **kwargs)
+        if _is_functional(layer) or getattr(layer, "output_is_quantized", False):
+            return outputs  # ranges set inside
         original = layers_by_name[layer.name]
         consumer_layers = [layers_by_name[n] for n in consumers.get(layer.name, ())]
         if not _output_needs_range(original, consumer_layers, layer.name in output_names):
@@ -273,8 +662,10 @@ def quantize_model(model):
         flat = keras.tree.flatten(outputs)
         names = [f"{layer.name}_fq"] if len(flat) == 1 else \
             [f"{layer.name}_fq{index}" for index in range(len(flat))]
+        fixed_range = _fixed_output_range(original)
         quantized_outputs = [
-            ActivationFakeQuant(name=name)(t) if "float" in str(t.dtype) else t
+            ActivationFakeQuant(name=name, fixed_range=fixed_range)(t)
+            if "float" in str(t.dtype) else t
             for name, t in zip(names, flat)
         ]
         return keras.tree.pack_sequence_as(outputs, quantized_outputs)
@@ -283,9 +674,30 @@ def quantize_model(model):
         model, clone_function=clone_function, call_function=call_function
     )
     for layer in quantized.layers:
-        if layer.name in layers_by_name:
+        if layer.name in layers_by_name and id(layer) not in prepared:
             layer.set_weights(layers_by_name[layer.name].get_weights())
+    if not _nested:
+        _warn_about_uncovered(model, quantized)
     return quantized
+
+
+def _warn_about_uncovered(model, quantized):
+    from common import quant_report
+
+    coverage = quant_report.fake_quant_coverage(model, quantized)
+    if coverage["uncovered_layers"]:
+        message = (
+            f"QAT could not reach {len(coverage['uncovered_layers'])} compute "
+            f"layer(s) of {model.name!r} ({100 * (1 - coverage['mac_share']):.1f}% of "
+            f"multiply-accumulates); they stay float during QAT and get "
+            f"post-training ranges: {', '.join(coverage['uncovered_layers'])}")
+        warnings.warn(message, stacklevel=3)
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _all_layers(model):
+    """Every layer of `model`, nested ones included, each once."""
+    return model._flatten_layers(include_self=False, recursive=True)
 
 
 def calibrate(quantized_model, dataset, steps=10):
@@ -295,7 +707,7 @@ def calibrate(quantized_model, dataset, steps=10):
     (no optimizer step); BatchNormalization statistics are restored afterwards.
     """
     batch_norm_state = [
-        (v, v.numpy()) for layer in quantized_model.layers
+        (v, v.numpy()) for layer in _all_layers(quantized_model)
         if isinstance(layer, keras.layers.BatchNormalization)
         for v in layer.non_trainable_variables
     ]
@@ -309,4 +721,5 @@ def custom_objects():
     """The classes QAT adds, for `custom_objects` when loading a QAT model."""
     objects = {cls.__name__: cls for cls in QUANTIZED_CLASSES.values()}
     objects["ActivationFakeQuant"] = ActivationFakeQuant
+    objects["QuantizedSublayers"] = QuantizedSublayers
     return objects

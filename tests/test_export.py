@@ -129,3 +129,22 @@ def test_mixed_precision_models_export_as_float32(tmp_path):
     np.testing.assert_allclose(copy(x), model(x), atol=0.05)
     report = export.convert_to_tflite(model, str(tmp_path / "m.tflite"))
     assert "CONV_2D/float32" in report["ops"]
+
+
+def test_int8_description_names_float_ops_and_the_worst_layers(trained, tmp_path):
+    from common import quant_report
+
+    model, dataset, _ = trained
+    representative = export.representative_from_dataset(dataset, 16)
+    path = str(tmp_path / "int8.tflite")
+    export.convert_to_tflite(model, path, representative)
+    summary, notes = quant_report.describe_int8(path, model, representative=representative,
+                                                debug_layers=True)
+    assert summary["tflite"]["mac_share_int8"] == 1.0 and notes == []
+    assert "qat_coverage" not in summary  # no QAT model given
+    worst = summary["worst_layers"]
+    assert 1 <= len(worst) <= 5
+    errors = [layer["rmse_over_scale"] for layer in worst]
+    assert errors == sorted(errors, reverse=True) and errors[0] > 0
+    assert {layer["op"] for layer in worst} <= {"CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN",
+                                                "DEPTHWISE_CONV_2D", "QUANTIZE"}

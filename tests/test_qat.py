@@ -106,3 +106,214 @@ def test_pass_through_can_be_declared_by_a_custom_layer():
     model = keras.Model(inputs, keras.layers.Dense(2, name="b")(x))
     names = [layer.name for layer in qat.quantize_model(model).layers]
     assert "a_fq" in names and "shuffle_fq" not in names
+
+
+# --- nested layers: transformers, recurrent cells, every convolution --------
+
+def _transformer_and_lstm_model():
+    import keras_hub
+
+    ids = keras.Input((8,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(20, 16, embeddings_initializer="random_normal",
+                               name="embedding")(ids)
+    mask = keras.ops.cast(keras.ops.not_equal(ids, 0), "int32")
+    x = keras_hub.layers.TransformerEncoder(32, 2, activation="gelu",
+                                            name="encoder")(x, padding_mask=mask)
+    x = keras.layers.LSTM(8, unroll=True, name="lstm")(x)
+    return keras.Model(ids, keras.layers.Dense(2, name="head")(x))
+
+
+def _token_batches():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 20, (32, 8)).astype("int32")
+    ids[::2, 5:] = 0  # half the rows padded
+    return ids
+
+
+@pytest.fixture(scope="module")
+def quantized_transformer(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = _transformer_and_lstm_model()
+    quantized = qat.quantize_model(model)
+    ids = _token_batches()
+    qat.calibrate(quantized, tf.data.Dataset.from_tensor_slices((ids, ids)).batch(8), 4)
+    return model, quantized, ids, tmp_path_factory.mktemp("transformer")
+
+
+def test_every_matmul_inside_a_transformer_and_an_lstm_is_fake_quantized(
+        quantized_transformer):
+    _, quantized, _, _ = quantized_transformer
+    encoder = quantized.get_layer("encoder")
+    assert isinstance(encoder, qat.QuantizedSublayers)
+    attention = encoder.layer._self_attention_layer
+    assert isinstance(attention, qat._QuantizedAttention)
+    assert set(qat._quantizers(attention)) == {
+        "query", "key", "value", "scores", "probabilities", "context"}
+    kernels = [layer for layer in quantized._flatten_layers(recursive=True)
+               if qat.kernel_attributes(type(layer))]
+    names = {layer.name for layer in kernels}
+    assert {"query", "key", "value", "attention_output", "feedforward_intermediate_dense",
+            "feedforward_output_dense", "lstm_cell", "head"} <= names
+    assert all(qat.is_fake_quantized(layer) for layer in kernels)
+    # gelu is no fused activation: the dense gets a range before and after it
+    assert set(qat._quantizers(encoder.layer._feedforward_intermediate_dense)) == {
+        "pre_activation", "output"}
+    assert set(qat._quantizers(quantized.get_layer("lstm").layer.cell)) == {
+        "output", "state0", "state1", "input_gate", "forget_gate", "output_gate",
+        "candidate", "kept_carry", "added_carry"}
+
+
+def test_nested_quantized_model_saves_and_reloads_with_safe_mode(quantized_transformer):
+    _, quantized, ids, folder = quantized_transformer
+    path = str(folder / "qat.keras")
+    quantized.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(reloaded(ids), quantized(ids), atol=1e-6)
+    ranges = [float(w) for w in reloaded.get_layer("encoder").weights
+              if "range_max" in w.path]
+    assert len(ranges) > 10 and all(value > 0 for value in ranges)  # calibrated, restored
+
+
+def test_quantized_transformer_converts_to_int8_matmuls_with_no_requantize(
+        quantized_transformer):
+    from common import export, quant_report
+
+    model, quantized, ids, folder = quantized_transformer
+    path = str(folder / "qat_int8.tflite")
+
+    def representative():
+        for row in ids[:16]:  # padded rows included
+            yield [row[None]]
+
+    report = export.convert_to_tflite(quantized, path, representative)
+    assert not report["float_compute_ops"], report
+    assert any(name.startswith("BATCH_MATMUL/int8") for name in report["ops"])
+    assert sum(n for name, n in report["ops"].items()
+               if name.startswith("FULLY_CONNECTED/int8")) >= 6
+    summary = quant_report.tflite_int8_summary(path)
+    assert summary["mac_share_int8"] == 1.0 and not summary["shares_are_op_counts"]
+    # softmax / sigmoid / tanh ranges match LiteRT's fixed output scales
+    assert summary["requantize_ops"] == 0
+    coverage = quant_report.fake_quant_coverage(model, quantized)
+    assert coverage["mac_share"] == 1.0 and coverage["uncovered_layers"] == []
+    assert "encoder/self_attention_layer:attention" in coverage["layers"]
+    # The pipeline's one call: nothing to warn about here.
+    summary, notes = quant_report.describe_int8(path, model, quantized)
+    assert summary["tflite"]["mac_share_int8"] == 1.0
+    assert summary["qat_coverage"]["mac_share"] == 1.0 and notes == []
+
+
+def test_attention_masks_padded_keys_inside_the_int8_range():
+    import keras_hub
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6, 8), name="tokens")
+    mask = keras.Input((6,), dtype="int32", name="mask")
+    encoder = keras_hub.layers.TransformerEncoder(16, 2, name="encoder")
+    model = keras.Model([inputs, mask], encoder(inputs, padding_mask=mask))
+    quantized = qat.quantize_model(model)
+    tokens = np.random.default_rng(0).normal(size=(8, 6, 8)).astype("float32")
+    padding = np.ones((8, 6), "int32")
+    padding[:, 4:] = 0
+    # One batch: its extremes set the ranges, so nothing below is clipped.
+    dataset = tf.data.Dataset.from_tensor_slices(((tokens, padding), tokens)).batch(8)
+    qat.calibrate(quantized, dataset, steps=1)
+    scores = qat._quantizers(quantized.get_layer("encoder").layer._self_attention_layer)[
+        "scores"]
+    bottom, top = (float(v) for v in scores.effective_range())
+    # the range is the real scores' (at least 10 wide), never -1e9
+    assert -50 < bottom <= top - qat.ATTENTION_SCORE_SPAN
+    # what the padded keys hold does not change the real tokens' outputs
+    changed = tokens.copy()
+    changed[:, 4:] = 100.0
+    np.testing.assert_allclose(quantized([changed, padding])[:, :4],
+                               quantized([tokens, padding])[:, :4], atol=1e-3)
+    float_out, quant_out = model([tokens, padding]), quantized([tokens, padding])
+    assert np.abs(float_out - quant_out)[:, :4].max() < 0.05 * np.abs(float_out).max()
+
+
+def test_every_convolution_type_gets_kernel_fake_quant_and_macs_match_litert(tmp_path):
+    from common import export, quant_report
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2d")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise2d")(x)
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", name="separable2d")(x)
+    x = keras.layers.Conv2DTranspose(8, 3, strides=2, padding="same", name="transpose2d")(x)
+    block = keras.Sequential([keras.layers.Conv2D(4, 1, name="inner_conv"),
+                              keras.layers.ReLU()], name="block")
+    x = block(x)
+    x = keras.layers.Reshape((256, 4), name="flatten")(x)
+    x = keras.layers.Conv1D(4, 3, padding="same", name="conv1d")(x)
+    x = keras.layers.DepthwiseConv1D(3, padding="same", name="depthwise1d")(x)
+    x = keras.layers.SeparableConv1D(4, 3, padding="same", name="separable1d")(x)
+    x = keras.layers.Reshape((4, 8, 8, 4), name="volume")(x)
+    x = keras.layers.Conv3D(2, 3, padding="same", name="conv3d")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling3D(name="pool")(x))
+    quantized = qat.quantize_model(model)
+    coverage = quant_report.fake_quant_coverage(model, quantized)
+    assert coverage["uncovered_layers"] == [] and len(coverage["layers"]) == 9
+    assert "block/inner_conv:kernel" in coverage["layers"]
+
+    images = np.random.rand(8, 8, 8, 3).astype("float32")
+    qat.calibrate(quantized, tf.data.Dataset.from_tensor_slices((images, images)).batch(4), 2)
+    path = str(tmp_path / "convs.tflite")
+    report = export.convert_to_tflite(
+        quantized, path, lambda: ([image[None]] for image in images))
+    assert report["ops"]["TRANSPOSE_CONV/int8"] == 1
+    summary = quant_report.tflite_int8_summary(path)
+    # The Keras estimate and the LiteRT file count the same work.
+    assert summary["total_macs"] == coverage["total_macs"]
+    # LiteRT has no int8 CONV_3D kernel: it stays float, and says so.
+    assert summary["float_compute_ops"] == [name for name in report["float_compute_ops"]]
+    assert [name.split("#")[0] for name in summary["float_compute_ops"]] == ["CONV_3D"]
+    float_share = coverage["layers"]["conv3d:kernel"]["macs"] / coverage["total_macs"]
+    assert summary["mac_share_float"] == pytest.approx(float_share)
+
+
+def test_unreachable_compute_layer_is_warned_about_and_counted():
+    class RawMatmul(keras.layers.Layer):
+        """Owns a kernel and multiplies by it directly: nothing to swap."""
+
+        def build(self, input_shape):
+            self.weight_matrix = self.add_weight(shape=(input_shape[-1], 4))
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.weight_matrix)
+
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(6, name="reached")(inputs)
+    model = keras.Model(inputs, RawMatmul(name="raw")(x))
+    with pytest.warns(UserWarning, match="raw"):
+        quantized = qat.quantize_model(model)
+    from common import quant_report
+
+    coverage = quant_report.fake_quant_coverage(model, quantized)
+    assert coverage["uncovered_layers"] == ["raw:unknown"]
+    assert coverage["mac_share"] == pytest.approx(36 / (36 + 24))
+
+
+def test_decoder_attention_subclass_and_gru_are_reached_and_convert(tmp_path):
+    """keras-hub's TransformerDecoder uses a MultiHeadAttention subclass
+    (CachedMultiHeadAttention): the swap is made for any subclass."""
+    import keras_hub
+
+    from common import export, quant_report
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 16), name="frames")
+    x = keras_hub.layers.TransformerDecoder(32, 2, name="decoder")(inputs, use_causal_mask=True)
+    x = keras.layers.GRU(8, unroll=True, name="gru")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    quantized = qat.quantize_model(model)
+    coverage = quant_report.fake_quant_coverage(model, quantized)
+    assert coverage["mac_share"] == 1.0 and "decoder/self_attention:attention" in coverage["layers"]
+    assert isinstance(quantized.get_layer("decoder").layer._self_attention_layer,
+                      qat._QuantizedAttention)
+    frames = np.random.default_rng(0).normal(size=(16, 8, 16)).astype("float32")
+    qat.calibrate(quantized, tf.data.Dataset.from_tensor_slices((frames, frames)).batch(16), 1)
+    path = str(tmp_path / "decoder.tflite")
+    report = export.convert_to_tflite(quantized, path, lambda: ([f[None]] for f in frames))
+    assert report["float_compute_ops"] == []
+    assert quant_report.tflite_int8_summary(path)["requantize_ops"] == 0

@@ -101,6 +101,10 @@ class ChannelSlice(keras.layers.Layer):
     """Part `index` of `sections` equal parts of the last axis (one output per
     layer, so tools that wrap each layer's output keep unique names)."""
 
+    # A slice keeps its input's values: INT8 shares the input's scale (no
+    # fake-quant of its own, so no requantize op after it).
+    quantization_pass_through = True
+
     def __init__(self, index=0, sections=2, **kwargs):
         super().__init__(**kwargs)
         self.index = index
@@ -122,6 +126,9 @@ class ChannelSlice(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="detection")
 class Repeat(keras.layers.Layer):
     """`ops.repeat` as a layer (two of them make nearest-neighbour upsampling)."""
+
+    # Repeating copies values: INT8 keeps the input's scale.
+    quantization_pass_through = True
 
     def __init__(self, repeats=2, axis=1, **kwargs):
         super().__init__(**kwargs)
