@@ -70,6 +70,9 @@ class ExportConfig:
     post_training_int8: bool = True
     # Examples timed for the latency figures in the report.
     latency_samples: int = 30
+    # Name the five layers with the largest INT8 error (LiteRT's quantization
+    # debugger on the post-training export; it converts the model once more).
+    debug_layers: bool = True
     # Limits every SavedModel signature enforces, so that one request cannot
     # exhaust the server: images per batch, pixels per image (checked from
     # the header, before decoding), bytes per text.

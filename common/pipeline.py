@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from common import artifacts as artifacts_lib
-from common import cli, export, files, litert, qat, quiet, training
+from common import cli, export, files, litert, qat, quant_report, quiet, training
 from common import report as report_lib
 from common.runfolder import RunFolder
 
@@ -181,7 +181,8 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
     if done:
         return done
     phase = time.time()
-    outputs = {"artifacts": {"keras": "model.keras"}, "int8_ops": {}}
+    outputs = {"artifacts": {"keras": "model.keras"}, "int8_ops": {}, "quantization": {},
+               "notes": []}
     representative = representative_dataset(task, splits, cfg)
     conversions = [("tflite_float", "model_float.tflite", edge, None, "LiteRT float")]
     if qat_model is not None:
@@ -194,19 +195,25 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
     for key, name, source, calibration, label in conversions:
         step = f"export:{key}"
         previous = run.finished(step)
-        if previous and os.path.exists(run.file(name)):
-            outputs["artifacts"][key] = name
-            if previous.get("ops"):
-                outputs["int8_ops"][key] = previous["ops"]
-            continue
-        _say(task, f"exporting {label}")
-        started = time.time()
-        with quiet.captured_stderr(cfg.run.verbose):
-            op_report = export.convert_to_tflite(source, run.file(name), calibration)
+        if not (previous and os.path.exists(run.file(name))):
+            _say(task, f"exporting {label}")
+            started = time.time()
+            with quiet.captured_stderr(cfg.run.verbose):
+                op_report = export.convert_to_tflite(source, run.file(name), calibration)
+                described = (quant_report.describe_int8(
+                    run.file(name), edge, qat_model if source is qat_model else None,
+                    calibration, debug_layers=cfg.export.debug_layers and source is edge)
+                    if calibration is not None else (None, []))
+            previous = {"ops": op_report if calibration is not None else None,
+                        "quantization": described[0], "notes": described[1]}
+            run.record(step, time.time() - started, previous)
         outputs["artifacts"][key] = name
-        if calibration is not None:
-            outputs["int8_ops"][key] = op_report
-        run.record(step, time.time() - started, {"ops": outputs["int8_ops"].get(key)})
+        if previous.get("ops"):
+            outputs["int8_ops"][key] = previous["ops"]
+            outputs["quantization"][key] = previous["quantization"]
+            outputs["notes"] += previous["notes"]
+    if "tflite_ptq_int8" in outputs["artifacts"] and qat_model is not None:
+        ship_better_int8(task, cfg, splits, run, outputs)
 
     _say(task, "exporting SavedModel for TF Serving")
     serving = export.as_float32(model)
@@ -222,6 +229,38 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
     return outputs
 
 
+def ship_better_int8(task, cfg, splits, run, outputs):
+    """QAT should never lose to post-training INT8. Both files are scored on
+    the validation split; when the post-training file is better, it becomes
+    `model_int8.tflite` and the QAT file stays as `model_qat_int8.tflite`."""
+    score = task_score(task)
+    primary = task.PRIMARY_METRIC
+    better = max if _optional(task, "PRIMARY_METRIC_MODE", "max") == "max" else min
+    values = {}
+    for key in ("tflite_int8", "tflite_ptq_int8"):
+        model = litert.LiteRTModel(run.file(outputs["artifacts"][key]))
+        values[key] = score(predict_fn_from_raw(task, model, cfg, splits.info), splits.val,
+                            splits.info)[primary]
+    outputs["validation"] = {"qat_int8": values["tflite_int8"],
+                             "ptq_int8": values["tflite_ptq_int8"]}
+    if values["tflite_int8"] == better(values.values()):
+        return
+    qat_file = "model_qat_int8.tflite"
+    os.replace(run.file("model_int8.tflite"), run.file(qat_file))
+    with open(run.file("model_ptq_int8.tflite"), "rb") as handle:
+        files.write_bytes_atomic(run.file("model_int8.tflite"), handle.read())
+    outputs["artifacts"]["tflite_qat_int8"] = qat_file
+    outputs["notes"] = [note.replace("model_int8.tflite:", f"{qat_file}:")
+                        for note in outputs["notes"]]
+    for table in ("int8_ops", "quantization"):
+        outputs[table]["tflite_qat_int8"] = outputs[table]["tflite_int8"]
+        outputs[table]["tflite_int8"] = outputs[table]["tflite_ptq_int8"]
+    outputs["notes"].append(
+        f"QAT INT8 lost to post-training INT8 on the validation split ({primary} "
+        f"{values['tflite_int8']:.4f} vs {values['tflite_ptq_int8']:.4f}): model_int8.tflite "
+        f"is the post-training file; the QAT file is {qat_file} (metrics.qat_int8).")
+
+
 def evaluate_models(task, cfg, splits, edge, artifacts, run):
     """Stage `evaluate`: every artifact and every baseline on the same test split.
 
@@ -233,7 +272,7 @@ def evaluate_models(task, cfg, splits, edge, artifacts, run):
     score = task_score(task)
     scored = [("float", artifacts_lib.keras_raw_fn(export.as_float32(edge)))]
     for name, key in (("tflite_float", "tflite_float"), ("int8", "tflite_int8"),
-                      ("ptq_int8", "tflite_ptq_int8")):
+                      ("qat_int8", "tflite_qat_int8"), ("ptq_int8", "tflite_ptq_int8")):
         if key in artifacts:
             scored.append((name, litert.LiteRTModel(run.file(artifacts[key]))))
     predict_fns = {name: predict_fn_from_raw(task, raw_fn, cfg, info) for name, raw_fn in scored}
@@ -301,10 +340,7 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
         notes.append(f"data: {splits.skipped} bad samples were skipped (--skip-bad).")
     notes.extend(splits.notes)
     notes.extend(float_outputs.get("notes", []))
-    for name, op_report in export_outputs["int8_ops"].items():
-        if op_report and op_report.get("float_compute_ops"):
-            notes.append(f"{name}: these compute ops stay float: "
-                         f"{', '.join(op_report['float_compute_ops'])}")
+    notes.extend(export_outputs.get("notes", []))
 
     pictures = []
     stages_dir = run.file("stages")
@@ -340,6 +376,10 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
         "test_examples": splits.info.get("num_test"),
         "data_summary": dict(splits.summary, skipped=splits.skipped),
         "int8_ops": export_outputs["int8_ops"],
+        # Per INT8 file: int8 share of multiply-accumulates, requantize ops,
+        # QAT coverage, the layers with the largest INT8 error.
+        "quantization": export_outputs.get("quantization", {}),
+        "int8_validation": export_outputs.get("validation", {}),
         "xla": training.use_xla(cfg.run),
         "deterministic": not cfg.run.fast_nondeterministic,
         # The epoch whose weights each stage kept (best by its monitor).

@@ -112,6 +112,22 @@ def write_markdown(report, path):
             lines.append(f"- `{name}`: compute ops on float: "
                          f"{', '.join(compute) if compute else 'none'}; "
                          f"other ops left in float: {', '.join(float_ops) if float_ops else 'none'}")
+    for name, summary in report.get("quantization", {}).items():
+        if not summary:
+            continue
+        tflite = summary["tflite"]
+        unit = "compute ops" if tflite.get("shares_are_op_counts") else "multiply-accumulates"
+        line = (f"- `{name}`: {100 * tflite['mac_share_int8']:.1f}% of {unit} on int8, "
+                f"{tflite['requantize_ops']} requantize ops")
+        coverage = summary.get("qat_coverage")
+        if coverage:
+            line += f"; QAT fake-quant covered {100 * coverage['mac_share']:.1f}%"
+        lines.append(line)
+        for layer in summary.get("worst_layers", []):
+            # Fused tensors are named by every op they fuse; the first is enough.
+            lines.append(f"  - largest INT8 error: `{layer['tensor'].split(';')[0]}` "
+                         f"({layer['op']}), "
+                         f"RMSE {layer['rmse_over_scale']:.2f} int8 steps")
     pictures = report.get("pictures", [])
     if pictures:
         lines += ["", "## Pictures", ""]

@@ -29,3 +29,37 @@ def test_report_markdown_leads_with_the_notes_and_lists_every_baseline(tmp_path)
     note = lines.index("> The float model does NOT beat the otsu baseline")
     assert note < first_table_row
     assert "| baseline: otsu | 0.6000 |" in lines and "| baseline: majority | 0.0000 |" in lines
+
+
+def test_the_better_int8_file_ships_as_model_int8(tmp_path, monkeypatch):
+    import types
+
+    from common import config
+    from common.runfolder import RunFolder
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model_int8.tflite").write_bytes(b"qat")
+    (tmp_path / "run" / "model_ptq_int8.tflite").write_bytes(b"ptq")
+    validation_scores = {b"qat": 0.70, b"ptq": 0.75}  # QAT lost on validation
+    monkeypatch.setattr(pipeline.litert, "LiteRTModel", lambda path: open(path, "rb").read())
+    task = types.SimpleNamespace(__name__="fake", PRIMARY_METRIC="dice")
+    monkeypatch.setattr(pipeline, "task_score",
+                        lambda _: lambda content, data, info: {"dice": validation_scores[content]})
+    outputs = {"artifacts": {"tflite_int8": "model_int8.tflite",
+                             "tflite_ptq_int8": "model_ptq_int8.tflite"},
+               "int8_ops": {"tflite_int8": "qat ops", "tflite_ptq_int8": "ptq ops"},
+               "quantization": {"tflite_int8": "qat", "tflite_ptq_int8": "ptq"},
+               "notes": ["model_int8.tflite: 3 requantize op(s)"]}
+    cfg = config.BaseConfig()
+    cfg.run.out = str(tmp_path / "run")
+    splits = types.SimpleNamespace(val=None, info={})
+    with RunFolder(cfg) as run:
+        pipeline.ship_better_int8(task, cfg, splits, run, outputs)
+    assert (tmp_path / "run" / "model_int8.tflite").read_bytes() == b"ptq"
+    assert (tmp_path / "run" / "model_qat_int8.tflite").read_bytes() == b"qat"
+    assert outputs["artifacts"]["tflite_qat_int8"] == "model_qat_int8.tflite"
+    assert outputs["int8_ops"]["tflite_int8"] == "ptq ops"
+    assert outputs["quantization"]["tflite_qat_int8"] == "qat"
+    assert outputs["notes"][0] == "model_qat_int8.tflite: 3 requantize op(s)"
+    assert "QAT INT8 lost to post-training INT8" in outputs["notes"][-1]
+    assert outputs["validation"] == {"qat_int8": 0.70, "ptq_int8": 0.75}

@@ -27,15 +27,11 @@ from tasks.sentiment.tokenizer import (
     SPECIAL_TOKENS, WordPieceTokenizer, normalize_and_split, read_vocabulary)
 
 VOCABULARY_FILE = "vocabulary.txt"
-PTQ_NOTE = (
-    "INT8 is post-training quantization, calibrated on training text packed "
-    "without [PAD] (see model.representative_dataset): common/qat.py clones "
-    "top-level layers only and cannot reach the attention and feed-forward "
-    "kernels inside keras-hub's TransformerEncoder.")
-QAT_NOTE = (
-    "QAT reached only the classifier head: the attention and feed-forward "
-    "kernels inside keras-hub's TransformerEncoder are nested layers that "
-    "common/qat.py does not clone; the converter calibrates them instead.")
+# Post-training INT8 still needs pad-free calibration text: without QAT's
+# masking inside the trained score range, padding widens the score scale.
+CALIBRATION_NOTE = (
+    "INT8 calibration uses training text packed without [PAD] "
+    "(see model.representative_dataset).")
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
 LABEL_COLUMNS = ("label", "sentiment", "class", "target")
 DELIMITERS = (",", "\t", ";", "|")
@@ -447,7 +443,7 @@ def build_datasets(cfg):
         f"{float(np.mean(test_labels == majority)):.4f} (always "
         f"{texts.classes[majority]!r})",
     ]
-    notes.append(QAT_NOTE if cfg.qat.enabled else PTQ_NOTE)
+    notes.append(CALIBRATION_NOTE)
     if truncated:
         notes.append(f"{truncated} texts were longer than "
                      f"{cfg.model.sequence_length} tokens and were truncated")
