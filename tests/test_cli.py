@@ -21,6 +21,18 @@ def test_shared_flags_and_task_flags_reach_the_config():
     assert cfg.run.mixed_precision and cfg.run.out == "runs/example-smoke"
 
 
+def test_preset_then_flags_then_set_each_win_over_the_one_before():
+    cfg = cli.parse_train_args(TASK, ["--preset", "smoke"])
+    assert (cfg.train.epochs, cfg.model.filters) == (1, 4)  # the preset's
+    cfg = cli.parse_train_args(TASK, ["--preset", "smoke", "--epochs", "5", "--filters", "6"])
+    assert (cfg.train.epochs, cfg.model.filters) == (5, 6)  # flags over the preset
+    cfg = cli.parse_train_args(TASK, [
+        "--set", "train.epochs=7", "--preset", "smoke", "--epochs", "5",
+        "--set", "model.filters=9", "--filters", "6", "--out", "elsewhere"])
+    # --set over flags, whatever the order on the command line.
+    assert (cfg.train.epochs, cfg.model.filters, cfg.run.out) == (7, 9, "elsewhere")
+
+
 def test_xla_defaults_to_automatic():
     assert cli.parse_train_args(TASK, []).run.xla is None
     assert cli.parse_train_args(TASK, ["--no-xla"]).run.xla is False

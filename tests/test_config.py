@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import pytest
 
@@ -19,10 +20,20 @@ class ExampleConfig(config.BaseConfig):
 PRESETS = {"smoke": {"train.epochs": 1, "model.filters": 4}, "default": {}}
 
 
-def test_preset_applies_overrides_on_defaults():
+def test_preset_applies_overrides_on_defaults_and_leaves_the_rest():
     cfg = config.from_preset(ExampleConfig, PRESETS, "smoke")
     assert cfg.train.epochs == 1 and cfg.model.filters == 4 and cfg.preset == "smoke"
-    assert config.from_preset(ExampleConfig, PRESETS, "default").model.filters == 8
+    # Every field the preset does not name keeps its dataclass default.
+    expected = ExampleConfig()
+    expected.train.epochs, expected.model.filters, expected.preset = 1, 4, "smoke"
+    assert cfg == expected
+    # Each call is a fresh config: changing one run's leaks into no other.
+    cfg.model.filters, cfg.train.epochs = 99, 99
+    again = config.from_preset(ExampleConfig, PRESETS, "smoke")
+    assert (again.model.filters, again.train.epochs) == (4, 1)
+    assert config.from_preset(ExampleConfig, PRESETS, "default") == ExampleConfig()
+    # ... and applying a preset never edits the preset itself.
+    assert PRESETS["smoke"] == {"train.epochs": 1, "model.filters": 4}
 
 
 def test_unknown_preset_names_the_choices():
@@ -55,4 +66,17 @@ def test_bad_overrides_name_the_key_and_the_expectation(override, message):
 
 def test_config_round_trips_through_json():
     cfg = config.from_preset(ExampleConfig, PRESETS, "smoke")
-    assert '"filters": 4' in cfg.to_json()
+    config.apply_overrides(cfg, ["train.learning_rate=3e-4", "run.max_test_examples=none",
+                                 "model.names=x,y", "run.xla=false"])
+    saved = json.loads(cfg.to_json())
+
+    def flatten(prefix, value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield from flatten(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            yield prefix, value
+    # JSON turns tuples into lists and keeps None: the types come back.
+    loaded = config.apply_overrides(ExampleConfig(), dict(flatten("", saved)))
+    assert loaded == cfg and loaded.model.names == ("x", "y")
+    assert loaded.to_json() == cfg.to_json()

@@ -1,11 +1,12 @@
-"""The whole flow on the smoke preset: train, export, evaluate the INT8 file
-end to end, serve, predict; and NMS parity on the INT8 model's outputs.
+"""The whole flow on the smoke preset: train, QAT, export, evaluate the INT8
+file end to end, serve, predict; and NMS parity on the INT8 model's outputs.
 
-The run skips QAT (its fine-tuning step alone costs a minute of tracing on
-two cores); `test_detection_model.py` checks that the detector's graph
-clones, calibrates and converts with fake quantization, and the default
-preset's report compares QAT with post-training INT8."""
+QAT runs (one short epoch, capped at 12 steps: tracing the fake-quant graph
+costs minutes on two cores), so `model_int8.tflite` is the QAT export. The
+post-training INT8 export is skipped here to save its conversion (another
+minute or more); the super-resolution and sentiment runs check it."""
 
+import csv
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from PIL import Image
 
 from common.litert import LiteRTModel
 import tasks.detection as task
-from common import artifacts, pipeline
+from common import artifacts, export, pipeline
 from tasks.detection import postprocess, serving, train
 from tasks.detection import predict as predict_cli
 
@@ -29,7 +30,8 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("detection")
     out, export_dir = str(root / "run"), str(root / "saved_models")
     report = train.main(["--preset", "smoke", "--out", out, "--export-dir", export_dir,
-                         "--no-qat"])
+                         "--set", "qat.steps_per_epoch=12",
+                         "--set", "export.post_training_int8=false"])
     return report, out
 
 
@@ -43,9 +45,13 @@ def _test_images(count=8):
 def test_report_follows_the_contract(run):
     report, out = run
     assert report["primary_metric"] == "map50"
-    assert set(report["metrics"]) >= {"float", "tflite_float", "int8", "baseline"}
+    assert set(report["metrics"]) >= {"float", "tflite_float", "int8", "baselines", "baseline"}
+    assert "ptq_int8" not in report["metrics"]
+    assert set(report["metrics"]["baselines"]) == {"mean_box"}
+    assert report["metrics"]["baseline"]["name"] == "mean_box"
     for key in ("map50", "map", "ap50_per_class"):
         assert key in report["metrics"]["int8"]
+    assert report["stages"]["qat"]["finished"]
     for picture in ("samples.png", "training_curves.png", "metrics.png"):
         assert os.path.getsize(os.path.join(out, picture)) > 5000
 
@@ -54,21 +60,27 @@ def test_smoke_run_learns(run):
     report, out = run
     metrics = report["metrics"]
     assert metrics["float"]["map50"] > 0.08
-    assert metrics["float"]["map50"] > 5 * metrics["baseline"]["map50"]
+    for name, scores in metrics["baselines"].items():
+        assert metrics["float"]["map50"] > 5 * scores["map50"], name
     with open(os.path.join(out, "stages", "float", "history.csv")) as handle:
-        losses = [float(line.split(",")[1]) for line in handle.readlines()[1:]]
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_int8_file_is_integer_small_and_scores_like_float(run):
-    report, _ = run
-    ops = report["int8_ops"]["tflite_int8"]
+def test_qat_int8_file_is_integer_small_and_scores_like_float(run):
+    report, out = run
+    # The QAT file itself, read back: every convolution runs on int8.
+    ops = export.tflite_op_report(os.path.join(out, report["artifacts"]["tflite_int8"]))
+    assert ops["ops"] == report["int8_ops"]["tflite_int8"]["ops"]
     assert ops["float_compute_ops"] == [] and ops["float_ops"] == []
+    assert [key for key in ops["ops"] if key.startswith("CONV_2D/")] == ["CONV_2D/int8"]
     assert ops["ops"]["CONV_2D/int8"] >= 50
     assert report["sizes_bytes"]["tflite_int8"] < 0.5 * report["sizes_bytes"]["tflite_float"]
     metrics = report["metrics"]
     assert metrics["tflite_float"]["map50"] == pytest.approx(metrics["float"]["map50"], abs=0.01)
-    assert metrics["int8"]["map50"] > metrics["float"]["map50"] - 0.1
+    # QAT keeps float's quality: within 0.05 mAP@0.5 on 64 test images
+    # (measured: float 0.155, QAT INT8 0.147, post-training INT8 0.151).
+    assert abs(metrics["int8"]["map50"] - metrics["float"]["map50"]) < 0.05
     assert metrics["int8"]["map50"] > 5 * metrics["baseline"]["map50"]
 
 
@@ -89,7 +101,7 @@ def test_int8_nms_agrees_with_the_saved_model_nms(run):
 
 def test_saved_model_takes_bytes_or_uint8_of_any_size(run):
     report, _ = run
-    loaded = tf.saved_model.load(report["artifacts"]["saved_model"])
+    loaded = tf.saved_model.load(os.path.join(run[1], report["artifacts"]["saved_model"]))
     images, _ = _test_images(1)
     big = np.asarray(Image.fromarray(images[0]).resize((150, 90), Image.BILINEAR))
     encoded = io.BytesIO()

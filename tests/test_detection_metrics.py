@@ -114,4 +114,12 @@ def test_evaluate_and_baseline_use_the_same_scoring():
     np.testing.assert_allclose(detections["boxes"][0, 0], [11, 10, 31, 30])
     np.testing.assert_allclose(detections["scores"][0], [2 / 3, 1 / 3], rtol=1e-6)
     scored = metrics.score(baseline, dataset, info)
-    assert 0.0 < scored["map50"] <= 1.0 and scored["images"] == 2
+    # Class 0: the mean box overlaps both truths at IoU 380 / 420 = 0.905, a
+    # match at thresholds 0.50 ... 0.90 -> AP50 1, AP 0.9. Class 1: its box is
+    # predicted in both images (score 1/3, a tie ranked in image order): the
+    # false positive in image 1 first, then the exact hit -> AP 0.5 at every
+    # threshold. mAP50 = 0.75, mAP = (0.9 + 0.5) / 2.
+    assert scored["ap50_per_class"] == pytest.approx([1.0, 0.5])
+    assert scored["map50"] == pytest.approx(0.75)
+    assert scored["map"] == pytest.approx(0.7)
+    assert scored["images"] == 2 and scored["detections_per_image"] == 2.0

@@ -25,8 +25,11 @@ def test_graph_is_layers_only_with_raw_packed_output(smoke, tmp_path):
     cfg, model = smoke
     anchors = len(postprocess.anchor_grid(64)[0])
     assert model.output.shape == (None, anchors, postprocess.BOX_CHANNELS + 3)
-    # keras-cv's backbone is in there, flattened into this one model ...
-    assert model.get_layer("stack4_spp_fast_pool1") is not None
+    # keras-cv's backbone is in there (its SPPF block), flattened into this
+    # one model: no nested Model for QAT's layer-by-layer clone to skip ...
+    assert [layer.pool_size for layer in model.layers
+            if layer.name.startswith("stack4_spp_fast_pool")] == [(5, 5)] * 3
+    assert not [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
     # ... and no bare op nodes are left for layer-by-layer tools to trip on.
     assert all(isinstance(op, keras.layers.Layer) for op in model.operations)
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
@@ -82,4 +85,12 @@ def test_fake_quant_clone_tracks_the_float_model(smoke):
     # Per-tensor int8 over the packed output: errors of a few steps at most.
     span = float_out.max() - float_out.min()
     assert np.abs(quant_out - float_out).mean() < 0.02 * span
-    assert len(quantized.layers) > len(model.layers)  # fake-quant layers were added
+    # Every convolution of the clone (backbone, neck and head) runs its kernel
+    # through fake-quant; a missed one would stay float in the INT8 file.
+    convolutions = [layer for layer in quantized.layers
+                    if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convolutions) == sum(isinstance(layer, keras.layers.Conv2D)
+                                    for layer in model.layers) > 50
+    assert all(qat.is_fake_quantized(layer) for layer in convolutions)
+    # The packed output is fake-quantized per tensor: at most 256 levels.
+    assert len(np.unique(quant_out)) <= 256 < len(np.unique(float_out))

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from common import layers
 
@@ -10,13 +11,25 @@ def _model(block, *args, **kwargs):
     return keras.Model(inputs, block(inputs, *args, **kwargs))
 
 
-def test_conv_bn_act_has_no_conv_bias_and_applies_the_activation():
+def test_conv_bn_act_is_conv_without_bias_then_batch_norm_then_activation():
     model = _model(layers.conv_bn_act, 4, activation="relu", name="stem")
-    conv = model.get_layer("stem_conv")
+    conv, norm = model.get_layer("stem_conv"), model.get_layer("stem_bn")
     assert conv.bias is None and conv.kernel.shape == (3, 3, 8, 4)
-    assert isinstance(model.get_layer("stem_bn"), keras.layers.BatchNormalization)
-    outputs = model(np.random.randn(2, 16, 16, 8).astype("float32"), training=False)
-    assert outputs.shape == (2, 16, 16, 4) and float(np.min(outputs)) >= 0.0
+    rng = np.random.default_rng(0)
+    gamma, beta = rng.uniform(0.5, 2.0, 4), rng.normal(size=4)
+    mean, variance = rng.normal(size=4), rng.uniform(0.5, 2.0, 4)
+    norm.set_weights([w.astype("float32") for w in (gamma, beta, mean, variance)])
+    x = rng.normal(size=(2, 16, 16, 8)).astype("float32")
+    convolved = np.asarray(tf.nn.conv2d(x, np.asarray(conv.kernel), 1, "SAME"))
+    normalized = gamma * (convolved - mean) / np.sqrt(variance + norm.epsilon) + beta
+    assert (normalized < 0).any() and (normalized > 0).any()  # the ReLU has work to do
+    np.testing.assert_allclose(model(x, training=False), np.maximum(normalized, 0),
+                               atol=1e-4)
+    # Training steps move the moving statistics 10% of the way to the batch's
+    # (momentum 0.9, not Keras's 0.99 that lags far behind short runs).
+    model(x, training=True)
+    batch_mean = convolved.mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(norm.moving_mean, 0.9 * mean + 0.1 * batch_mean, atol=1e-4)
 
 
 def test_residual_block_projects_only_when_the_shape_changes():
@@ -43,10 +56,16 @@ def test_separable_block_uses_depthwise_then_pointwise():
     assert model.output.shape == (None, 8, 8, 12)
 
 
-def test_dilated_block_has_one_branch_per_rate():
+def test_dilated_block_branches_see_pixels_rate_apart():
     model = _model(layers.dilated_block, 6, dilation_rates=(1, 3), name="aspp")
-    assert model.get_layer("aspp_rate3_conv").dilation_rate == (3, 3)
     assert model.output.shape == (None, 16, 16, 6)
+    # One input pixel reaches a 3x3 conv output `rate` pixels away, not between.
+    impulse = np.zeros((1, 16, 16, 8), "float32")
+    impulse[0, 8, 8, :] = 1.0
+    for rate in (1, 3):
+        branch = keras.Model(model.input, model.get_layer(f"aspp_rate{rate}_conv").output)
+        rows, cols = np.nonzero(np.abs(np.asarray(branch(impulse))[0]).sum(-1) > 1e-6)
+        assert sorted(set(rows)) == sorted(set(cols)) == [8 - rate, 8, 8 + rate]
 
 
 @pytest.mark.parametrize("name", ["relu", "swish", "silu", "sigmoid", "relu6"])

@@ -43,3 +43,22 @@ def test_baselines_majority_and_bag_of_words():
     assert majority["accuracy"] == np.mean(labels[500:] == 0)
     bag = metrics.score(fns["bag_of_words"], splits.test, info)
     assert bag["accuracy"] > 0.95 > majority["accuracy"]
+
+
+def test_only_the_bigram_baseline_sees_word_order():
+    # Every text holds tokens 7 and 8 once; the label is their order
+    # ("not good" vs "good not"). Word presence says nothing, bigrams all.
+    rng = np.random.default_rng(1)
+    labels = (rng.random(600) < 0.5).astype(np.int32)
+    ids = rng.integers(5, 7, size=(600, 10)).astype(np.int32)
+    for row, label in enumerate(labels):
+        start = rng.integers(1, 8)
+        ids[row, start:start + 2] = [7, 8] if label else [8, 7]
+    info = {"num_classes": 2, "classes": ["no", "yes"], "vocabulary": ["t"] * 10}
+    splits = Splits(train=batches(ids[:400], labels[:400]),
+                    val=batches(ids[400:500], labels[400:500]),
+                    test=batches(ids[500:], labels[500:]), info=info)
+    fns = metrics.baseline_predict_fns(splits, info)
+    bag = metrics.score(fns["bag_of_words"], splits.test, info)
+    bigrams = metrics.score(fns["tfidf_logistic_regression"], splits.test, info)
+    assert bag["accuracy"] < 0.7 and bigrams["accuracy"] > 0.95

@@ -10,11 +10,22 @@ import tensorflow as tf
 from PIL import Image
 
 import tasks.super_resolution as task
-from common import pipeline
+from common import export, pipeline
 from tasks.super_resolution import predict as predict_cli
 from tasks.super_resolution import train
 
 pytestmark = pytest.mark.slow
+
+# The smoke preset's generator (8 features, 64 crops, 1 epoch) proves the flow
+# but stays below bicubic (measured with 3 epochs: PSNR-Y 32.3 vs 33.4 dB;
+# with 30 epochs 33.0). Twice the features on 256 crops for 20 epochs beats it
+# (measured 34.0 vs 33.4 dB) in about two minutes on 2 CPU cores; the GAN
+# stage runs 3 short epochs.
+LEARNS = ["--epochs", "20", "--learning-rate", "2e-3", "--set", "data.num_train=256",
+          "--set", "model.features=16", "--set", "model.growth=8", "--set", "gan.epochs=3"]
+# dB of PSNR-Y the model must clear bicubic by, and INT8 may lose against float.
+MARGIN_DB = 0.2
+INT8_TOLERANCE_DB = 0.5
 
 
 def _history(path):
@@ -28,21 +39,40 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("super_resolution")
     out, export_dir = str(root / "run"), str(root / "saved_models")
     report = train.main(["--preset", "smoke", "--out", out, "--export-dir", export_dir,
-                         "--epochs", "3", "--set", "gan.epochs=3"])
+                         *LEARNS])
     return report, out
 
 
 def test_report_follows_the_contract(run):
     report, out = run
     assert report["primary_metric"] == "psnr"
-    assert set(report["metrics"]) >= {"float", "tflite_float", "int8", "ptq_int8", "baseline"}
-    for scores in report["metrics"].values():
+    assert set(report["metrics"]) >= {"float", "tflite_float", "int8", "ptq_int8",
+                                      "baselines", "baseline"}
+    assert set(report["metrics"]["baselines"]) == {"bicubic"}
+    assert report["metrics"]["baseline"]["name"] == "bicubic"
+    for name, scores in report["metrics"].items():
+        if name == "baselines":
+            continue
         assert set(scores) >= {"psnr", "ssim", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"}
         assert scores["psnr"] == scores["psnr_y"]
     for picture in ("training_curves.png", "samples.png"):
         assert os.path.getsize(os.path.join(out, picture)) > 5000
     assert any("psnr_stage (float, test tiles)" in note for note in report["notes"])
     assert any("WITHOUT perceptual loss" in note for note in report["notes"])
+
+
+def test_model_beats_bicubic(run):
+    report, _ = run
+    metrics = report["metrics"]
+    bicubic = metrics["baselines"]["bicubic"]
+    # What every SR model must do: more than bicubic upscaling, on the same
+    # test images, by PSNR-Y (primary) and by PSNR-RGB.
+    assert metrics["float"]["psnr"] > bicubic["psnr"] + MARGIN_DB, \
+        (metrics["float"]["psnr"], bicubic["psnr"])
+    assert metrics["float"]["psnr_rgb"] > bicubic["psnr_rgb"]
+    # ... and so does the INT8 file that ships.
+    assert metrics["int8"]["psnr"] > bicubic["psnr"]
+    assert not any("does NOT beat" in note for note in report["notes"])
 
 
 def test_both_stages_train_with_finite_falling_losses(run):
@@ -52,8 +82,11 @@ def test_both_stages_train_with_finite_falling_losses(run):
     adversarial = _history(os.path.join(out, "stages", "gan", "history.csv"))
     for key in ("d_loss", "g_loss", "g_adversarial", "l1", "val_l1"):
         assert np.all(np.isfinite(adversarial[key])), key
-    # The critic learns to tell the generator's output from real crops.
-    assert adversarial["d_loss"][-1] < adversarial["d_loss"][0]
+    # The critic scores real crops above the generator's output, and the
+    # generator learns to fool it more (its adversarial loss falls). Whether
+    # d_loss itself falls in 12 steps is noise: both sides adapt around chance.
+    assert all(real > fake for real, fake in zip(adversarial["d_real"], adversarial["d_fake"]))
+    assert adversarial["g_adversarial"][-1] < adversarial["g_adversarial"][0]
     with open(os.path.join(out, "stages.json")) as handle:
         stages = json.load(handle)
     assert stages["exported"] == "psnr"
@@ -63,19 +96,22 @@ def test_both_stages_train_with_finite_falling_losses(run):
 
 
 def test_int8_export_is_integer_and_close_to_float(run):
-    report, _ = run
-    ops = report["int8_ops"]["tflite_int8"]
+    report, out = run
+    # The QAT file itself, read back: every convolution runs on int8.
+    ops = export.tflite_op_report(os.path.join(out, report["artifacts"]["tflite_int8"]))
+    assert ops["ops"] == report["int8_ops"]["tflite_int8"]["ops"]
     assert ops["float_compute_ops"] == [] and ops["ops"]["CONV_2D/int8"] >= 15
+    assert [key for key in ops["ops"] if key.startswith("CONV_2D/")] == ["CONV_2D/int8"]
     assert report["sizes_bytes"]["tflite_int8"] < 0.6 * report["sizes_bytes"]["tflite_float"]
     metrics = report["metrics"]
     assert abs(metrics["tflite_float"]["psnr"] - metrics["float"]["psnr"]) < 0.01
-    assert metrics["ptq_int8"]["psnr"] > metrics["float"]["psnr"] - 1.0
-    assert metrics["int8"]["psnr"] > metrics["float"]["psnr"] - 1.0
+    assert metrics["ptq_int8"]["psnr"] > metrics["float"]["psnr"] - INT8_TOLERANCE_DB
+    assert metrics["int8"]["psnr"] > metrics["float"]["psnr"] - INT8_TOLERANCE_DB
 
 
 def test_saved_model_upscales_any_size(run):
     report, _ = run
-    loaded = tf.saved_model.load(report["artifacts"]["saved_model"])
+    loaded = tf.saved_model.load(os.path.join(run[1], report["artifacts"]["saved_model"]))
     images = np.random.default_rng(0).integers(0, 255, (1, 13, 21, 3), dtype=np.uint8)
     result = loaded.signatures["serving_default"](images=tf.constant(images))
     assert result["high_resolution"].shape == (1, 52, 84, 3)

@@ -50,10 +50,16 @@ def test_border_crop_ignores_errors_at_the_edge():
 
 def test_outputs_are_scored_as_8_bit_images():
     reference, _ = _pair(2)
-    # Below half a level the rounded image is unchanged: a perfect score.
-    nudged = np.clip(reference + 0.4 / 255.0, 0, 1)
-    near = metrics.to_8bit(nudged) == metrics.to_8bit(reference)
-    assert near.mean() > 0.5
+    reference = metrics.to_8bit(reference) / 255.0  # exactly on 8-bit levels
+    # Within half a level either way the rounded image is unchanged: a
+    # perfect score (truncation instead of rounding would fail the -0.4).
+    for offset in (0.4, -0.4):
+        nudged = reference + offset / 255.0
+        np.testing.assert_array_equal(metrics.to_8bit(nudged), metrics.to_8bit(reference))
+        assert metrics.image_scores(reference, nudged, border=4)["psnr_rgb"] == float("inf")
+    # Past half a level every pixel moves one level, except those clipped at 255.
+    moved = metrics.to_8bit(reference + 0.6 / 255.0) - metrics.to_8bit(reference)
+    np.testing.assert_array_equal(moved, np.where(reference < 1.0, 1.0, 0.0))
     clipped = metrics.to_8bit(np.array([-0.2, 1.3]))
     np.testing.assert_array_equal(clipped, [0, 255])
 

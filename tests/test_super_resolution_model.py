@@ -86,8 +86,13 @@ def test_interpolation_upsample_static_and_unknown_size_agree():
     def dynamic(images):
         return layer(images)
     np.testing.assert_allclose(dynamic(x), layer(x), atol=1e-6)
+    assert layer(x).shape == (1, 20, 24, 3)
+    np.testing.assert_allclose(layer(x), tf.image.resize(x, (20, 24), "bilinear"), atol=1e-6)
+    # Its config rebuilds the same upsampling (what loading a .keras file does).
     clone = sr_model.InterpolationUpsample.from_config(layer.get_config())
-    assert clone.scale == 4 and clone.interpolation == "bilinear"
+    np.testing.assert_allclose(clone(x), layer(x), atol=0)
+    nearest = sr_model.InterpolationUpsample(4, "nearest")
+    np.testing.assert_array_equal(nearest(x), np.repeat(np.repeat(x, 4, 1), 4, 2))
 
 
 def test_edge_model_is_flat_fixed_size_and_equal_to_the_generator():
