@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m tasks.segmentation.train --preset default
 
+# Two workers, one test file each: the end-to-end runs overlap their
+# single-threaded parts (tracing, conversion, scoring) on the 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Everything except the end-to-end runs.
 test-fast: $(STAMP)

@@ -327,7 +327,7 @@ def test_bad_folder_fails_with_one_line_from_the_command_line(tmp_path):
     _write_voc(root, 2, VOC_XML.format(filename="2.jpg", name="zebra", xmin=5, xmax=24))
     result = subprocess.run(
         [sys.executable, "-m", "tasks.detection.train", "--data", root, "--preset", "smoke",
-         "--out", str(tmp_path / "run")], capture_output=True, text=True)
+         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "2.xml" in last and "unknown class 'zebra'" in last

@@ -68,6 +68,11 @@ def test_int8_is_integer_small_and_close_to_float(run):
     ops = report["int8_ops"]["tflite_int8"]
     assert ops["float_compute_ops"] == [] and ops["ops"]["CONV_2D/int8"] >= 10
     assert report["sizes_bytes"]["tflite_int8"] < 0.5 * report["sizes_bytes"]["tflite_float"]
+    quantization = report["quantization"]["tflite_ptq_int8"]
+    assert quantization["tflite"]["mac_share_int8"] == 1.0
+    worst = quantization["worst_layers"]
+    assert len(worst) == 5 and all(0 < layer["rmse_over_scale"] < 5 for layer in worst)
+    assert worst == sorted(worst, key=lambda layer: -layer["rmse_over_scale"])
     float_dice = report["metrics"]["float"]["dice"]
     assert abs(report["metrics"]["tflite_float"]["dice"] - float_dice) < 1e-3
     assert report["metrics"]["int8"]["dice"] > float_dice - 0.1

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 LEARNS = ["--epochs", "8", "--learning-rate", "1e-3",
           "--set", "model.num_layers=2", "--set", "model.hidden_dim=64",
           "--set", "model.intermediate_dim=128", "--set", "data.num_train=3000",
-          "--set", "data.num_test=256", "--set", "qat.steps_per_epoch=16"]
+          "--set", "data.num_test=256", "--set", "qat.steps_per_epoch=16",
+          # The INT8 layer debugger is covered by the segmentation run; it costs here.
+          "--set", "export.debug_layers=false"]
 # Accuracy the float model must clear every baseline by (measured 0.25), and
 # how far INT8 may fall below float (256 test reviews: 0.03 is 8 of them).
 MARGIN = 0.15
