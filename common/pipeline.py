@@ -198,14 +198,14 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
         if not (previous and os.path.exists(run.file(name))):
             _say(task, f"exporting {label}")
             started = time.time()
+            previous = {"ops": None, "quantization": None, "notes": []}
             with quiet.captured_stderr(cfg.run.verbose):
                 op_report = export.convert_to_tflite(source, run.file(name), calibration)
-                described = (quant_report.describe_int8(
-                    run.file(name), edge, qat_model if source is qat_model else None,
-                    calibration, debug_layers=cfg.export.debug_layers and source is edge)
-                    if calibration is not None else (None, []))
-            previous = {"ops": op_report if calibration is not None else None,
-                        "quantization": described[0], "notes": described[1]}
+                if calibration is not None:  # an INT8 file: what runs int8, and how well
+                    summary, notes = quant_report.describe_int8(
+                        run.file(name), edge, qat_model if source is qat_model else None,
+                        calibration, debug_layers=cfg.export.debug_layers and source is edge)
+                    previous = {"ops": op_report, "quantization": summary, "notes": notes}
             run.record(step, time.time() - started, previous)
         outputs["artifacts"][key] = name
         if previous.get("ops"):
