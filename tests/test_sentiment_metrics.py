@@ -28,16 +28,22 @@ def test_scores_match_a_hand_computation():
     assert np.isclose(scores["macro_f1"], (0.8 + 0.5 + 2 / 3) / 3)
 
 
+def _splits(ids, labels):
+    """400 / 100 / 100 rows of two-class token ids as train / val / test."""
+    info = {"num_classes": 2, "classes": ["no", "yes"], "vocabulary": ["t"] * 10}
+    splits = Splits(train=batches(ids[:400], labels[:400]),
+                    val=batches(ids[400:500], labels[400:500]),
+                    test=batches(ids[500:], labels[500:]), info=info)
+    return splits, info
+
+
 def test_baselines_majority_and_bag_of_words():
     rng = np.random.default_rng(0)
     # Class 1 whenever token 7 occurs; 60% of the rows are class 0.
     ids = rng.integers(5, 7, size=(600, 10)).astype(np.int32)
     labels = (rng.random(600) < 0.4).astype(np.int32)
     ids[labels == 1, rng.integers(1, 9)] = 7
-    info = {"num_classes": 2, "classes": ["no", "yes"], "vocabulary": ["t"] * 10}
-    splits = Splits(train=batches(ids[:400], labels[:400]),
-                    val=batches(ids[400:500], labels[400:500]),
-                    test=batches(ids[500:], labels[500:]), info=info)
+    splits, info = _splits(ids, labels)
     fns = metrics.baseline_predict_fns(splits, info)
     majority = metrics.score(fns["majority"], splits.test, info)
     assert majority["accuracy"] == np.mean(labels[500:] == 0)
@@ -54,10 +60,7 @@ def test_only_the_bigram_baseline_sees_word_order():
     for row, label in enumerate(labels):
         start = rng.integers(1, 8)
         ids[row, start:start + 2] = [7, 8] if label else [8, 7]
-    info = {"num_classes": 2, "classes": ["no", "yes"], "vocabulary": ["t"] * 10}
-    splits = Splits(train=batches(ids[:400], labels[:400]),
-                    val=batches(ids[400:500], labels[400:500]),
-                    test=batches(ids[500:], labels[500:]), info=info)
+    splits, info = _splits(ids, labels)
     fns = metrics.baseline_predict_fns(splits, info)
     bag = metrics.score(fns["bag_of_words"], splits.test, info)
     bigrams = metrics.score(fns["tfidf_logistic_regression"], splits.test, info)
