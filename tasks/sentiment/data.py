@@ -22,9 +22,8 @@ import tensorflow as tf
 
 from common import data as common_data
 from common.errors import DataError, UserError
+from common.wordpiece import WordPieceTokenizer, build_vocabulary, read_vocabulary
 from tasks.sentiment import corpus
-from tasks.sentiment.tokenizer import (
-    SPECIAL_TOKENS, WordPieceTokenizer, normalize_and_split, read_vocabulary)
 
 VOCABULARY_FILE = "vocabulary.txt"
 # Post-training INT8 still needs pad-free calibration text: without QAT's
@@ -343,23 +342,6 @@ def load_text_splits(cfg):
     raise UserError(
         f"data source {source!r}: expected 'synthetic', 'glue/sst2', or a CSV / "
         "TSV file or folder that exists")
-
-
-def build_vocabulary(texts, size, lowercase=True):
-    """A WordPiece vocabulary learnt from `texts`, special tokens first.
-
-    The words are split by the same core-TF pre-tokenizer that serving uses,
-    so the learnt pieces match what the tokenizer will look up.
-    """
-    from keras_hub.tokenizers import compute_word_piece_vocabulary
-
-    words = tf.data.Dataset.from_tensor_slices(tf.constant(texts)).batch(512).map(
-        lambda batch: normalize_and_split(batch, lowercase),
-        num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    vocabulary = compute_word_piece_vocabulary(
-        words, size, split=False, lowercase=False, strip_accents=False,
-        reserved_tokens=SPECIAL_TOKENS)
-    return vocabulary
 
 
 def vocabulary_for(cfg, train_texts):

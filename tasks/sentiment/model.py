@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from common import serving
 from common.errors import UserError
-from tasks.sentiment.tokenizer import WordPieceTokenizer
+from common.wordpiece import WordPieceTokenizer
 
 
 @keras.saving.register_keras_serializable(package="sentiment")

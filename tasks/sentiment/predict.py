@@ -11,14 +11,13 @@ tokenizer the SavedModel carries inside). A SavedModel takes the raw strings.
 
 import os
 
-import numpy as np
 import tensorflow as tf
 
 import tasks.sentiment as task
 from common import artifacts, cli
 from common.arrays import softmax
 from common.errors import UserError
-from tasks.sentiment.tokenizer import WordPieceTokenizer
+from common.wordpiece import WordPieceTokenizer
 
 
 def classify(model_path, texts, config_path=None):

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 
 from common.arrays import softmax  # noqa: E402
 from tasks.sentiment.metrics import confusion_matrix  # noqa: E402
-from tasks.sentiment.tokenizer import CLS, PAD, SEP, SUFFIX  # noqa: E402
+from common.wordpiece import CLS, PAD, SEP, SUFFIX  # noqa: E402
 
 
 def ids_to_text(token_ids, vocabulary):

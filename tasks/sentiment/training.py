@@ -22,7 +22,7 @@ from common.errors import UserError
 from common.training import FloatResult
 from tasks.sentiment import model as model_lib
 from tasks.sentiment.data import VOCABULARY_FILE
-from tasks.sentiment.tokenizer import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, write_vocabulary
+from common.wordpiece import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, write_vocabulary
 
 
 def max_predictions(cfg):

@@ -23,7 +23,6 @@ stripped, because Unicode normalisation is not a core TF op.
 """
 
 import json
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -236,3 +235,20 @@ class WordPieceTokenizer(tf.Module):
         """Token ids -> the list of pieces, padding dropped (for reading)."""
         return [self.vocabulary[i] for i in np.asarray(ids).tolist()
                 if i != self.pad_id]
+
+
+def build_vocabulary(texts, size, lowercase=True):
+    """A WordPiece vocabulary learnt from `texts`, special tokens first.
+
+    The words are split by the same core-TF pre-tokenizer that serving uses,
+    so the learnt pieces match what the tokenizer will look up.
+    """
+    from keras_hub.tokenizers import compute_word_piece_vocabulary
+
+    words = tf.data.Dataset.from_tensor_slices(tf.constant(texts)).batch(512).map(
+        lambda batch: normalize_and_split(batch, lowercase),
+        num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    vocabulary = compute_word_piece_vocabulary(
+        words, size, split=False, lowercase=False, strip_accents=False,
+        reserved_tokens=SPECIAL_TOKENS)
+    return vocabulary

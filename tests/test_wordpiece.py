@@ -6,21 +6,22 @@ import pytest
 import tensorflow as tf
 
 from common.errors import DataError
-from tasks.sentiment import corpus, data
-from tasks.sentiment.tokenizer import WordPieceTokenizer, read_vocabulary, write_vocabulary
+from tasks.sentiment import corpus
+from common.wordpiece import (
+    WordPieceTokenizer, build_vocabulary, read_vocabulary, write_vocabulary)
 
 
 @pytest.fixture(scope="module")
 def vocabulary():
     texts = [text for text, _ in corpus.generate(400, seed=3)]
     texts += ["Ünïcode CAFÉ déjà vu", "don't stop-believing... (really)", "naïve 你好吗"]
-    return data.build_vocabulary(texts, 600)
+    return build_vocabulary(texts, 600)
 
 
 def test_vocabulary_is_deterministic_and_starts_with_special_tokens(vocabulary):
     texts = [text for text, _ in corpus.generate(400, seed=3)]
     texts += ["Ünïcode CAFÉ déjà vu", "don't stop-believing... (really)", "naïve 你好吗"]
-    assert data.build_vocabulary(texts, 600) == vocabulary
+    assert build_vocabulary(texts, 600) == vocabulary
     assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
