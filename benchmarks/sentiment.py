@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from common import litert  # noqa: E402
 from tasks.sentiment import corpus, train  # noqa: E402
-from tasks.sentiment.tokenizer import WordPieceTokenizer  # noqa: E402
+from common.wordpiece import WordPieceTokenizer  # noqa: E402
 
 
 def run_preset(run_dir, preset, data, extra=()):

@@ -66,14 +66,28 @@ def saved_model_raw_fn(path):
     return raw
 
 
-def load_raw_fn(task, path):
-    """A batch function giving raw outputs for a `.keras`, `.tflite` or SavedModel."""
+def edge_raw_fns(task, model, cfg):
+    """{signature: raw_fn} of a task whose edge program has several parts
+    (`EDGE_SIGNATURES`, e.g. an encoder and a decoder step), else None."""
+    if not getattr(task, "EDGE_SIGNATURES", None) or cfg is None:
+        return None
+    from common import export
+
+    return {key: keras_raw_fn(export.as_float32(part))
+            for key, part in task.edge_model(model, cfg).items()}
+
+
+def load_raw_fn(task, path, cfg=None):
+    """A batch function giving raw outputs for a `.keras`, `.tflite` or
+    SavedModel; {signature: function} for a task with several edge parts
+    (a `.keras` needs the run's `cfg` to cut it into them)."""
     if not os.path.exists(path):
         raise UserError(f"{path}: model file not found")
     if path.endswith(".tflite"):
-        return litert.LiteRTModel(path)
+        return litert.load(path)
     if path.endswith(".keras"):
-        return keras_raw_fn(load_keras(task, path))
+        model = load_keras(task, path)
+        return edge_raw_fns(task, model, cfg) or keras_raw_fn(model)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         return saved_model_raw_fn(path)
     raise UserError(f"{path}: expected a .keras file, a .tflite file or a SavedModel folder")
@@ -115,6 +129,6 @@ def load_run_config(task, model_path, config_path=None, overrides=()):
 def load_for_predict(task, args):
     """(cfg, info, raw_fn) for the `--model` / `--config` of a predict command."""
     cfg, info = load_run_config(task, args.model, args.config)
-    raw_fn = load_raw_fn(task, args.model)
+    raw_fn = load_raw_fn(task, args.model, cfg)
     os.makedirs(args.out, exist_ok=True)
     return cfg, info, raw_fn

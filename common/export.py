@@ -72,9 +72,11 @@ def _raw_function(model):
 
 
 def write_saved_model(path, model, endpoints, verbose=False):
-    """Write `model` with `endpoints` {name: (fn, [specs])} to `path`."""
+    """Write `model` (or a list of models) with `endpoints` {name: (fn, [specs])}
+    to `path`."""
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for tracked in (model if isinstance(model, list) else [model]):
+        archive.track(tracked)
     for name, (function, signature) in endpoints.items():
         archive.add_endpoint(name, function, input_signature=signature)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -85,22 +87,25 @@ def convert_to_tflite(model, path, representative_dataset=None,
                       int8_io=True, batch_size=1):
     """Convert the fixed-shape `model` to a `.tflite` file at `path`.
 
-    With `representative_dataset` (a callable yielding lists of batch-1 numpy
-    inputs) the model is quantized to INT8; ops with no int8 kernel fall back
-    to float and are listed by `tflite_op_report`. Float inputs and outputs
-    become int8 when `int8_io` is set (the runner scales them).
-    Returns the op report.
+    `model` is one Keras model (signature "serve") or a dict {signature: model}
+    for a program driven by a host loop (an encoder and a decoder step): one
+    file, one signature per part. With `representative_dataset` (a callable
+    yielding lists of batch-1 numpy inputs; for several signatures,
+    `(signature, {input name: array})` pairs) the model is quantized to INT8;
+    ops with no int8 kernel fall back to float and are listed by
+    `tflite_op_report`. Float inputs and outputs become int8 when `int8_io` is
+    set (the runner scales them). Returns the op report.
     """
-    model = as_float32(model)
-    signature = input_signature(model, batch_size=batch_size)
+    parts = {key: as_float32(part) for key, part in
+             (model.items() if isinstance(model, dict) else [("serve", model)])}
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
         saved_model_dir = os.path.join(folder, "saved_model")
         write_saved_model(
-            saved_model_dir, model, {"serve": (_raw_function(model), [signature])}
-        )
+            saved_model_dir, list(parts.values()),
+            {key: (_raw_function(part), [input_signature(part, batch_size=batch_size)])
+             for key, part in parts.items()})
         converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved_model_dir, signature_keys=["serve"]
-        )
+            saved_model_dir, signature_keys=list(parts))
         if representative_dataset is not None:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative_dataset
@@ -108,7 +113,7 @@ def convert_to_tflite(model, path, representative_dataset=None,
                 tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                 tf.lite.OpsSet.TFLITE_BUILTINS,
             ]
-            if int8_io and _all_float_inputs(model):
+            if int8_io and all(_all_float_inputs(part) for part in parts.values()):
                 converter.inference_input_type = tf.int8
             if int8_io:
                 converter.inference_output_type = tf.int8
@@ -152,24 +157,24 @@ def tflite_op_report(path):
     "float_ops": [...]}; a compute op (conv, fully-connected, matmul) is
     "float" when its first input is float32.
     """
-    from common.litert import make_interpreter
+    from common import tflite_graph
 
-    interpreter = make_interpreter(path, delegates=False)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     counts = collections.Counter()
     float_compute, float_ops = [], set()
-    for op in interpreter._get_ops_details():
-        name = op["op_name"]
-        inputs = [i for i in op["inputs"] if i >= 0 and i in tensors]
-        # TRANSPOSE_CONV's first input is the output shape; its data is third.
-        data = inputs[2] if name == "TRANSPOSE_CONV" and len(inputs) > 2 else \
-            inputs[0] if inputs else None
-        dtype = np.dtype(tensors[data]["dtype"]).name if data is not None else "none"
-        counts[f"{name}/{dtype}"] += 1
-        if dtype.startswith("float"):
-            float_ops.add(name)
-            if name in COMPUTE_OPS:
-                float_compute.append(f"{name}#{op['index']}")
+    for graph in tflite_graph.subgraphs(path):
+        tensors = graph["tensors"]
+        for op in graph["ops"]:
+            name = op["op_name"]
+            inputs = [i for i in op["inputs"] if i >= 0 and i in tensors]
+            # TRANSPOSE_CONV's first input is the output shape; its data is third.
+            data = inputs[2] if name == "TRANSPOSE_CONV" and len(inputs) > 2 else \
+                inputs[0] if inputs else None
+            dtype = np.dtype(tensors[data]["dtype"]).name if data is not None else "none"
+            counts[f"{name}/{dtype}"] += 1
+            if dtype.startswith("float"):
+                float_ops.add(name)
+                if name in COMPUTE_OPS:
+                    float_compute.append(tflite_graph.op_label(graph, op))
     return {
         "ops": dict(sorted(counts.items())),
         "float_compute_ops": float_compute,

@@ -72,11 +72,15 @@ class LiteRTModel:
     Keras model's output order for several.
     """
 
-    def __init__(self, path, num_threads=2):
+    def __init__(self, path, num_threads=2, signature=None, interpreter=None):
         self.path = str(path)
-        self.interpreter = make_interpreter(path, num_threads=num_threads)
+        self.interpreter = interpreter or make_interpreter(path, num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
-        self.signature_key = "serve" if "serve" in signatures else next(iter(signatures))
+        if signature is not None and signature not in signatures:
+            raise ValueError(f"{self.path}: no signature {signature!r}; it has "
+                             f"{sorted(signatures)}")
+        self.signature_key = signature or ("serve" if "serve" in signatures
+                                           else next(iter(signatures)))
         self.runner = self.interpreter.get_signature_runner(self.signature_key)
         self.input_details = self.runner.get_input_details()
         self.output_details = self.runner.get_output_details()
@@ -131,3 +135,15 @@ class LiteRTModel:
             self.runner(**feed)
             times.append((time.perf_counter() - start) * 1000.0)
         return statistics.median(times)
+
+
+def load(path, num_threads=2):
+    """A `.tflite` as a raw function: one `LiteRTModel`, or {signature:
+    LiteRTModel} for a file with several signatures (an encoder and a decoder
+    step driven by a host loop); the signatures share one interpreter."""
+    interpreter = make_interpreter(path, num_threads=num_threads)
+    signatures = list(interpreter.get_signature_list())
+    if len(signatures) <= 1:
+        return LiteRTModel(path, interpreter=interpreter)
+    return {key: LiteRTModel(path, signature=key, interpreter=interpreter)
+            for key in signatures}

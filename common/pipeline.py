@@ -63,15 +63,33 @@ def task_score(task):
 
 
 def edge_model(task, model, cfg):
+    """The fixed-shape part converted to LiteRT: one Keras model, or
+    {signature: model} for a task that declares `EDGE_SIGNATURES` (an encoder
+    and a decoder step driven by a host loop; one `.tflite`, one signature
+    each)."""
     return _optional(task, "edge_model", lambda m, c: m)(model, cfg)
 
 
-def representative_dataset(task, splits, cfg):
+def is_multipart(edge):
+    return isinstance(edge, dict)
+
+
+def raw_fn_of(edge):
+    """The raw function of a Keras edge model, {signature: function} for parts."""
+    if is_multipart(edge):
+        return {key: artifacts_lib.keras_raw_fn(export.as_float32(part))
+                for key, part in edge.items()}
+    return artifacts_lib.keras_raw_fn(export.as_float32(edge))
+
+
+def representative_dataset(task, splits, cfg, edge=None):
     """The task's calibration generator, or the first examples of
-    `splits.calibration` (validation when absent): deterministic, never test."""
+    `splits.calibration` (validation when absent): deterministic, never test.
+    A multi-part edge's generator gets the float parts (to run the encoder
+    for the decoder step's inputs) and yields (signature, inputs) pairs."""
     custom = _optional(task, "representative_dataset", None)
     if custom:
-        return custom(splits, cfg)
+        return custom(splits, cfg, edge) if is_multipart(edge) else custom(splits, cfg)
     source = splits.calibration if splits.calibration is not None else splits.val
     return export.representative_from_dataset(source, cfg.export.representative_samples)
 
@@ -107,6 +125,11 @@ def strongest_baseline(baselines, primary_metric, mode):
         return None
     pick = max if mode == "max" else min
     return pick(scored, key=scored.get)
+
+
+# (metrics key, artifacts key) of every LiteRT file a run scores.
+ARTIFACT_SCORES = (("tflite_float", "tflite_float"), ("int8", "tflite_int8"),
+                   ("qat_int8", "tflite_qat_int8"), ("ptq_int8", "tflite_ptq_int8"))
 
 
 def _say(task, message):
@@ -151,8 +174,9 @@ def train_float(task, cfg, splits, run, context):
 
 
 def train_qat(task, cfg, splits, edge, run, context):
-    """Stage `qat`: fake-quant clone of the edge model, fine-tuned from the
-    float weights; `model_qat.keras`. None when QAT is off."""
+    """Stage `qat`: fake-quant clone of the edge model (of the whole trained
+    model when the edge has several parts: it trains teacher-forced), fine-tuned
+    from the float weights; `model_qat.keras`. None when QAT is off."""
     if not cfg.qat.enabled:
         return None
     path = run.file("model_qat.keras")
@@ -183,10 +207,14 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
     phase = time.time()
     outputs = {"artifacts": {"keras": "model.keras"}, "int8_ops": {}, "quantization": {},
                "notes": []}
-    representative = representative_dataset(task, splits, cfg)
+    representative = representative_dataset(task, splits, cfg, edge)
+    multipart = is_multipart(edge)
+    # A multi-part edge's QAT parts are cut from the fake-quant whole model.
+    qat_edge = edge_model(task, qat_model, cfg) if multipart and qat_model is not None \
+        else qat_model
     conversions = [("tflite_float", "model_float.tflite", edge, None, "LiteRT float")]
     if qat_model is not None:
-        conversions.append(("tflite_int8", "model_int8.tflite", qat_model, representative,
+        conversions.append(("tflite_int8", "model_int8.tflite", qat_edge, representative,
                             "LiteRT INT8 (QAT)"))
     if cfg.export.post_training_int8 or qat_model is None:
         key, name = (("tflite_ptq_int8", "model_ptq_int8.tflite") if qat_model is not None
@@ -203,8 +231,10 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
                 op_report = export.convert_to_tflite(source, run.file(name), calibration)
                 if calibration is not None:  # an INT8 file: what runs int8, and how well
                     summary, notes = quant_report.describe_int8(
-                        run.file(name), edge, qat_model if source is qat_model else None,
-                        calibration, debug_layers=cfg.export.debug_layers and source is edge)
+                        run.file(name), model if multipart else edge,
+                        qat_model if source is qat_edge else None, calibration,
+                        debug_layers=(cfg.export.debug_layers and source is edge
+                                      and not multipart))
                     previous = {"ops": op_report, "quantization": summary, "notes": notes}
             run.record(step, time.time() - started, previous)
         outputs["artifacts"][key] = name
@@ -238,7 +268,7 @@ def ship_better_int8(task, cfg, splits, run, outputs):
     better = max if _optional(task, "PRIMARY_METRIC_MODE", "max") == "max" else min
     values = {}
     for key in ("tflite_int8", "tflite_ptq_int8"):
-        model = litert.LiteRTModel(run.file(outputs["artifacts"][key]))
+        model = litert.load(run.file(outputs["artifacts"][key]))
         values[key] = score(predict_fn_from_raw(task, model, cfg, splits.info), splits.val,
                             splits.info)[primary]
     outputs["validation"] = {"qat_int8": values["tflite_int8"],
@@ -270,11 +300,10 @@ def evaluate_models(task, cfg, splits, edge, artifacts, run):
     test = limited(splits.test, cfg)
     info = splits.info
     score = task_score(task)
-    scored = [("float", artifacts_lib.keras_raw_fn(export.as_float32(edge)))]
-    for name, key in (("tflite_float", "tflite_float"), ("int8", "tflite_int8"),
-                      ("qat_int8", "tflite_qat_int8"), ("ptq_int8", "tflite_ptq_int8")):
+    scored = [("float", raw_fn_of(edge))]
+    for name, key in ARTIFACT_SCORES:
         if key in artifacts:
-            scored.append((name, litert.LiteRTModel(run.file(artifacts[key]))))
+            scored.append((name, litert.load(run.file(artifacts[key]))))
     predict_fns = {name: predict_fn_from_raw(task, raw_fn, cfg, info) for name, raw_fn in scored}
     done = run.finished("evaluate")
     if done:
@@ -304,9 +333,26 @@ def chosen_epochs(run, context):
     return chosen
 
 
-def latency(artifacts, run, example, repeats):
-    return {key: litert.LiteRTModel(run.file(path)).median_latency_ms(example, repeats=repeats)
-            for key, path in artifacts.items() if key.startswith("tflite")}
+def latency(artifacts, run, example, repeats, predict_fns=None):
+    """Median batch-1 milliseconds per `.tflite`: the file alone, or (for a
+    multi-part edge, `predict_fns` given) the whole host loop around it."""
+    if predict_fns is None:
+        return {key: litert.LiteRTModel(run.file(path)).median_latency_ms(example,
+                                                                          repeats=repeats)
+                for key, path in artifacts.items() if key.startswith("tflite")}
+    names = {key: name for name, key in ARTIFACT_SCORES}
+    result = {}
+    for key in artifacts:
+        if key in names and names[key] in predict_fns:
+            function = predict_fns[names[key]]
+            function(example)  # warm-up
+            times = []
+            for _ in range(max(1, repeats // 10)):
+                started = time.perf_counter()
+                function(example)
+                times.append((time.perf_counter() - started) * 1000.0)
+            result[key] = float(np.median(times))
+    return result
 
 
 def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
@@ -323,7 +369,8 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
              for key, path in artifacts.items() if key.startswith("tflite")}
     example = next(iter(limited(splits.test, cfg).unbatch().batch(1).take(1)))[0]
     example = keras.tree.map_structure(lambda t: np.asarray(t), example)
-    latency_ms = latency(artifacts, run, example, cfg.export.latency_samples)
+    latency_ms = latency(artifacts, run, example, cfg.export.latency_samples,
+                         predict_fns if _optional(task, "EDGE_SIGNATURES", None) else None)
 
     notes = []
     baseline = metrics.get("baseline")
@@ -408,7 +455,8 @@ def run_train(task, argv=None):
                              resume=cfg.run.resume, validation_score=scorer)
         model, float_outputs = train_float(task, cfg, splits, run, context)
         edge = edge_model(task, model, cfg)
-        qat_model = train_qat(task, cfg, splits, edge, run, context)
+        qat_model = train_qat(task, cfg, splits, model if is_multipart(edge) else edge,
+                              run, context)
         export_outputs = export_models(task, cfg, splits, model, edge, qat_model, run)
         metrics, predict_fns = evaluate_models(task, cfg, splits, edge,
                                                export_outputs["artifacts"], run)
@@ -441,7 +489,7 @@ def run_evaluate(task, argv=None):
     cfg, _ = artifacts_lib.load_run_config(task, args.model, args.config, overrides)
     training.set_seed(cfg.run.seed)
     splits = task.build_datasets(cfg)
-    raw_fn = artifacts_lib.load_raw_fn(task, args.model)
+    raw_fn = artifacts_lib.load_raw_fn(task, args.model, cfg)
     test = limited(splits.test, cfg)
     score = task_score(task)
     results = {"model": args.model,
@@ -465,7 +513,7 @@ def run_export(task, argv=None):
     edge = edge_model(task, model, cfg)
     out = args.out or os.path.dirname(os.path.abspath(args.model))
     os.makedirs(out, exist_ok=True)
-    representative = representative_dataset(task, splits, cfg)
+    representative = representative_dataset(task, splits, cfg, edge)
     written = {"tflite_float": os.path.join(out, "export_float.tflite"),
                "tflite_ptq_int8": os.path.join(out, "export_ptq_int8.tflite")}
     with quiet.captured_stderr(args.verbose):

@@ -248,39 +248,39 @@ def tflite_int8_summary(path):
     "dequantize_ops": n, "shares_are_op_counts": bool}. When some compute op
     has an unknown shape the shares are op counts, not MACs.
     """
-    from common.litert import make_interpreter
+    from common import tflite_graph
 
-    interpreter = make_interpreter(path, delegates=False)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     macs = {"int8": 0, "int16": 0, "float": 0}
     counts = {"int8": 0, "int16": 0, "float": 0}
     float_ops, unknown_shape = [], False
     requantize = quantize = dequantize = 0
-    for op in interpreter._get_ops_details():
-        name = op["op_name"]
-        inputs = [i for i in op["inputs"] if i >= 0]
-        outputs = [i for i in op["outputs"] if i >= 0]
-        if name == "QUANTIZE":
-            quantize += 1
-            if inputs and np.dtype(tensors[inputs[0]]["dtype"]).kind in "iu":
-                requantize += 1
-        elif name == "DEQUANTIZE":
-            dequantize += 1
-        if name not in TFLITE_COMPUTE_OPS:
-            continue
-        data = inputs[TFLITE_COMPUTE_OPS[name]] if len(inputs) > TFLITE_COMPUTE_OPS[name] \
-            else inputs[0]
-        dtype = np.dtype(tensors[data]["dtype"]).name
-        kind = "int8" if dtype in ("int8", "uint8") else "int16" if dtype == "int16" \
-            else "float"
-        counts[kind] += 1
-        if kind == "float":
-            float_ops.append(f"{name}#{op['index']}")
-        op_macs = _tflite_op_macs(name, inputs, outputs, tensors)
-        if op_macs is None:
-            unknown_shape = True
-        else:
-            macs[kind] += op_macs
+    for graph in tflite_graph.subgraphs(path):
+        tensors = graph["tensors"]
+        for op in graph["ops"]:
+            name = op["op_name"]
+            inputs = [i for i in op["inputs"] if i >= 0]
+            outputs = [i for i in op["outputs"] if i >= 0]
+            if name == "QUANTIZE":
+                quantize += 1
+                if inputs and np.dtype(tensors[inputs[0]]["dtype"]).kind in "iu":
+                    requantize += 1
+            elif name == "DEQUANTIZE":
+                dequantize += 1
+            if name not in TFLITE_COMPUTE_OPS:
+                continue
+            position = TFLITE_COMPUTE_OPS[name]
+            data = inputs[position] if len(inputs) > position else inputs[0]
+            dtype = np.dtype(tensors[data]["dtype"]).name
+            kind = "int8" if dtype in ("int8", "uint8") else "int16" if dtype == "int16" \
+                else "float"
+            counts[kind] += 1
+            if kind == "float":
+                float_ops.append(tflite_graph.op_label(graph, op))
+            op_macs = _tflite_op_macs(name, inputs, outputs, tensors)
+            if op_macs is None:
+                unknown_shape = True
+            else:
+                macs[kind] += op_macs
     weights = counts if unknown_shape else macs
     total = sum(weights.values())
     return {

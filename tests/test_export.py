@@ -148,3 +148,48 @@ def test_int8_description_names_float_ops_and_the_worst_layers(trained, tmp_path
     assert errors == sorted(errors, reverse=True) and errors[0] > 0
     assert {layer["op"] for layer in worst} <= {"CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN",
                                                 "DEPTHWISE_CONV_2D", "QUANTIZE"}
+
+
+def _encoder_and_step():
+    """A two-part program like a seq2seq edge model: an encoder, and a step
+    that reads the encoder's output and its own state."""
+    source = keras.Input((6,), batch_size=1, name="source")
+    memory = keras.layers.Dense(8, activation="relu", name="encoder_dense")(source)
+    encoder = keras.Model(source, memory)
+    step_memory = keras.Input((8,), batch_size=1, name="memory")
+    state = keras.Input((8,), batch_size=1, name="state")
+    mixed = keras.layers.Concatenate()([step_memory, state])
+    new_state = keras.layers.Dense(8, activation="tanh", name="step_dense")(mixed)
+    step = keras.Model({"memory": step_memory, "state": state}, new_state)
+    return {"encode": encoder, "decode_step": step}
+
+
+def test_several_signatures_convert_to_one_int8_file_and_run(tmp_path):
+    keras.utils.set_random_seed(0)
+    parts = _encoder_and_step()
+    rng = np.random.default_rng(0)
+    sources = rng.normal(size=(16, 6)).astype("float32")
+
+    def calibration():
+        for row in sources:
+            memory = np.asarray(parts["encode"](row[None]))
+            yield "encode", {"source": row[None]}
+            yield "decode_step", {"memory": memory, "state": np.tanh(memory)}
+
+    path = str(tmp_path / "program.tflite")
+    report = export.convert_to_tflite(parts, path, calibration)
+    # Both subgraphs are read: one int8 FULLY_CONNECTED in each.
+    assert report["ops"].get("FULLY_CONNECTED/int8") == 2
+    assert report["float_compute_ops"] == []
+    runners = litert.load(path)
+    assert sorted(runners) == ["decode_step", "encode"]
+    memory = runners["encode"](sources[:4])
+    expected = np.asarray(parts["encode"](sources[:4]))
+    assert np.abs(memory - expected).max() < 0.05 * np.abs(expected).max()
+    state = runners["decode_step"]({"memory": expected, "state": np.tanh(expected)})
+    expected_state = np.asarray(parts["decode_step"](
+        {"memory": expected, "state": np.tanh(expected)}))
+    assert np.abs(state - expected_state).max() < 0.05
+    assert litert.LiteRTModel(path, signature="decode_step").signature_key == "decode_step"
+    with pytest.raises(ValueError, match="no signature 'decode'"):
+        litert.LiteRTModel(path, signature="decode")

@@ -14,7 +14,7 @@ import tensorflow as tf
 from common import config as config_lib, export, litert
 from common.data import Splits
 from tasks.sentiment import PRESETS, Config, model as model_lib, training
-from tasks.sentiment.tokenizer import WordPieceTokenizer
+from common.wordpiece import WordPieceTokenizer
 
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "food",
               "was", "is", "good", "great", "bad", "awful", "and", "a", "very", "."]
