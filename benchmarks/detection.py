@@ -1,12 +1,17 @@
-"""Detection benchmark: frames per second of the float and INT8 `.tflite`
-(batch 1, 2 threads, default input size) and the float / PTQ / QAT mAP table.
+"""Detection benchmark: frames per second of the float, QAT INT8 and
+post-training INT8 `.tflite` (batch 1, 2 threads, default input size) and
+the float / PTQ / QAT mAP table.
 
     python benchmarks/detection.py                               # trains the default preset first
     python benchmarks/detection.py --run runs/detection-default  # reuse a finished run
+    python benchmarks/detection.py --run RUN --out result.json   # also write the JSON
 
 FPS is given twice: the `.tflite` alone (backbone + head), and end to end with
 the host-side decoding + NMS (`tasks/detection/postprocess.py`) that ships
-with it. Rounds interleave the files so each sees the same machine load.
+with it. Rounds interleave the files so each sees the same machine load; the
+medians are still noisy on a shared machine. Which file is which comes from
+the run's report (`model_int8.tflite` is whichever INT8 file won on
+validation; the QAT file is `model_qat_int8.tflite` when it lost).
 """
 
 import argparse
@@ -23,18 +28,29 @@ import numpy as np  # noqa: E402
 from common import litert  # noqa: E402
 from tasks.detection import postprocess, synthetic, train  # noqa: E402
 
-FILES = {"float": "model_float.tflite", "int8 (QAT)": "model_int8.tflite",
-         "int8 (PTQ)": "model_ptq_int8.tflite"}
+NAMES = ("float", "int8 (QAT)", "int8 (PTQ)")
 
 
-def frames_per_second(run_dir, rounds=7, calls_per_round=30):
+def tflite_files(report):
+    """{"float" | "int8 (QAT)" | "int8 (PTQ)": file name} from a run report."""
+    artifacts = report["artifacts"]
+    files = {"float": artifacts["tflite_float"]}
+    if "tflite_ptq_int8" in artifacts:  # QAT on: both INT8 files exist
+        files["int8 (QAT)"] = artifacts.get("tflite_qat_int8", artifacts["tflite_int8"])
+        files["int8 (PTQ)"] = artifacts["tflite_ptq_int8"]
+    else:
+        files["int8 (PTQ)"] = artifacts["tflite_int8"]
+    return files
+
+
+def frames_per_second(run_dir, files, rounds=7, calls_per_round=30):
     with open(os.path.join(run_dir, "config.json")) as handle:
         cfg = json.load(handle)
     size = cfg["model"]["image_size"]
     post = cfg["postprocess"]
     image = synthetic.make_split(1, size, 1, 4, seed=[0, 9])[0].astype(np.float32)
     models = {name: litert.LiteRTModel(os.path.join(run_dir, path), num_threads=2)
-              for name, path in FILES.items() if os.path.exists(os.path.join(run_dir, path))}
+              for name, path in files.items()}
     model_ms = {name: [] for name in models}
     end_to_end_ms = {name: [] for name in models}
     for _ in range(rounds):
@@ -48,18 +64,32 @@ def frames_per_second(run_dir, rounds=7, calls_per_round=30):
                     iou_threshold=post["iou_threshold"], max_detections=post["max_detections"])
                 times.append((time.perf_counter() - start) * 1000.0)
             end_to_end_ms[name].append(statistics.median(times))
-    result = {"image_size": size, "batch": 1, "threads": 2}
+    result = {"image_size": size, "batch": 1, "threads": 2, "rounds": rounds,
+              "calls_per_round": calls_per_round}
     for name in models:
         model_median = statistics.median(model_ms[name])
         full_median = statistics.median(end_to_end_ms[name])
-        result[name] = {"model_ms": model_median, "model_fps": 1000.0 / model_median,
-                        "with_nms_ms": full_median, "with_nms_fps": 1000.0 / full_median}
+        result[name] = {"file": files[name], "model_ms": model_median,
+                        "model_fps": 1000.0 / model_median,
+                        "with_nms_ms": full_median, "with_nms_fps": 1000.0 / full_median,
+                        # spread of the per-round medians: how noisy the machine was
+                        "model_ms_min_max": [min(model_ms[name]), max(model_ms[name])]}
     return result
 
 
+def requantize_ops(report, files):
+    """Requantize ops per INT8 file, from the report's `quantization`."""
+    keys = {value: key for key, value in report["artifacts"].items()}
+    return {name: report.get("quantization", {}).get(keys[path], {}).get(
+        "tflite", {}).get("requantize_ops") for name, path in files.items()
+        if name != "float"}
+
+
 def map_table(report):
+    qat_lost = "qat_int8" in report["metrics"]
     names = {"float": "float (Keras)", "tflite_float": "float .tflite",
-             "ptq_int8": "INT8 post-training", "int8": "INT8 QAT", "baseline": "baseline"}
+             "ptq_int8": "INT8 post-training",
+             "qat_int8" if qat_lost else "int8": "INT8 QAT", "baseline": "baseline"}
     rows = []
     for key, label in names.items():
         if key in report["metrics"]:
@@ -79,10 +109,14 @@ def main():
         train.main(["--preset", "default", "--out", run_dir])
     with open(os.path.join(run_dir, "report.json")) as handle:
         report = json.load(handle)
+    files = tflite_files(report)
     result = {
         "run": run_dir,
+        "preset": report.get("preset"),
         "map_table": map_table(report),
-        "speed": frames_per_second(run_dir),
+        "speed": frames_per_second(run_dir, files),
+        "requantize_ops": requantize_ops(report, files),
+        "int8_validation": report.get("int8_validation", {}),
         "sizes_bytes": report["sizes_bytes"],
         "seconds": report["seconds"],
     }
@@ -90,7 +124,7 @@ def main():
     for row in result["map_table"]:
         print(f"| {row['model']} | {row['map50']:.3f} | {row['map']:.3f} |")
     print("\n| .tflite | model FPS | FPS with decode + NMS |\n|---|---|---|")
-    for name in FILES:
+    for name in NAMES:
         if name in result["speed"]:
             speed = result["speed"][name]
             print(f"| {name} | {speed['model_fps']:.1f} | {speed['with_nms_fps']:.1f} |")

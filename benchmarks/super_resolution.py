@@ -9,8 +9,11 @@ built in: chelsea, coffee, rocket) is cropped to a multiple of 4, downscaled
 x4 (bicubic, antialiased), and upscaled by bicubic, by the float Keras
 generators (whole image at once: PSNR stage, GAN stage, exported) and by
 the LiteRT float / INT8 files (overlapping tiles). Scores use the usual
-4-pixel border crop. Latencies are medians of interleaved rounds (float,
-INT8, float, ...) so both files see the same machine load.
+4-pixel border crop. Latencies of the float, QAT INT8 and post-training
+INT8 files are medians of interleaved rounds (float, QAT, PTQ, float, ...)
+so all see the same machine load; still noisy on a shared machine.
+
+    python benchmarks/super_resolution.py --run RUN --latency-only --json out.json
 """
 
 import argparse
@@ -32,17 +35,36 @@ from tasks.super_resolution.metrics import image_scores  # noqa: E402
 from tasks.super_resolution.tiling import upscale_tiled  # noqa: E402
 
 
-def litert_latency(run_dir, tile, rounds=7, calls_per_round=10):
+def tflite_files(report):
+    """{"float" | "qat_int8" | "ptq_int8": file name} from a run report
+    (`model_int8.tflite` is whichever INT8 file won on validation)."""
+    artifacts = report["artifacts"]
+    files = {"float": artifacts["tflite_float"]}
+    if "tflite_ptq_int8" in artifacts:  # QAT on: both INT8 files exist
+        files["qat_int8"] = artifacts.get("tflite_qat_int8", artifacts["tflite_int8"])
+        files["ptq_int8"] = artifacts["tflite_ptq_int8"]
+    else:
+        files["ptq_int8"] = artifacts["tflite_int8"]
+    return files
+
+
+def litert_latency(run_dir, tile, files, rounds=7, calls_per_round=10):
+    """Median batch-1 milliseconds per tile of each file (2 threads); rounds
+    interleave the files so each sees the same machine load."""
     example = np.random.default_rng(0).random((1, tile, tile, 3)).astype("float32")
-    models = {name: litert.LiteRTModel(os.path.join(run_dir, f"model_{name}.tflite"))
-              for name in ("float", "int8", "ptq_int8")
-              if os.path.exists(os.path.join(run_dir, f"model_{name}.tflite"))}
+    models = {name: litert.LiteRTModel(os.path.join(run_dir, path))
+              for name, path in files.items()}
     samples = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
             samples[name].append(model.median_latency_ms(example, repeats=calls_per_round))
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    medians["int8_over_float"] = medians["int8"] / medians["float"]
+    for name in ("qat_int8", "ptq_int8"):
+        if name in medians:
+            medians[f"{name}_over_float"] = medians[name] / medians["float"]
+    medians["round_medians_min_max"] = {name: [min(values), max(values)]
+                                        for name, values in samples.items()}
+    medians["files"] = files
     medians["tile_lr"] = f"{tile}x{tile}"
     return medians
 
@@ -85,6 +107,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a finished run folder to reuse")
     parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the float / QAT INT8 / PTQ INT8 latencies (no PSNR)")
     args = parser.parse_args()
     run_dir = args.run
     train_wall_seconds = None
@@ -95,6 +119,22 @@ def main():
         train_wall_seconds = time.time() - started
     report = json.load(open(os.path.join(run_dir, "report.json")))
     cfg = cli.load_config(task, os.path.join(run_dir, "config.json"))
+    files = tflite_files(report)
+    latency = litert_latency(run_dir, cfg.model.tile_size, files)
+    keys = {value: key for key, value in report["artifacts"].items()}
+    requantize = {name: report.get("quantization", {}).get(keys[path], {}).get(
+        "tflite", {}).get("requantize_ops") for name, path in files.items() if name != "float"}
+    if args.latency_only:
+        text = json.dumps({"run": run_dir, "preset": report.get("preset"),
+                           "litert_latency_ms_per_tile_batch1_2threads": latency,
+                           "requantize_ops": requantize,
+                           "int8_validation": report.get("int8_validation", {}),
+                           "sizes_bytes": report["sizes_bytes"]}, indent=2)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as handle:
+                handle.write(text + "\n")
+        return
     means, per_image = whole_image_scores(run_dir, cfg)
     bicubic = means["bicubic"]["psnr_y"]
     result = {
@@ -108,7 +148,9 @@ def main():
         "report_test_tiles_psnr_y": {name: values["psnr_y"]
                                      for name, values in report["metrics"].items()},
         "sizes_bytes": report["sizes_bytes"],
-        "litert_latency_ms_per_tile_batch1_2threads": litert_latency(run_dir, cfg.model.tile_size),
+        "litert_latency_ms_per_tile_batch1_2threads": latency,
+        "requantize_ops": requantize,
+        "int8_validation": report.get("int8_validation", {}),
         "train_seconds": report["seconds"],
         "train_wall_seconds": train_wall_seconds,
     }

@@ -57,6 +57,15 @@ class QATConfig:
     epochs: int = 2
     learning_rate: float = 1e-4
     steps_per_epoch: Optional[int] = None
+    # Continue the float run instead of restarting it: the learning rate is
+    # at most where the float schedule ended (`learning_rate` caps it), held
+    # constant. Off: `learning_rate` on a fresh `train.schedule`.
+    follow_float: bool = True
+    # BatchNormalization keeps the float statistics (what the converter folds).
+    freeze_batch_norm: bool = True
+    # The calibrated, not fine-tuned model competes with the fine-tuned
+    # epochs on the validation metric (needs train.restore_best).
+    keep_start_if_better: bool = True
 
 
 @dataclasses.dataclass
@@ -73,6 +82,14 @@ class ExportConfig:
     # Name the five layers with the largest INT8 error (LiteRT's quantization
     # debugger on the post-training export; it converts the model once more).
     debug_layers: bool = True
+    # Where INT8 loses more than the task can afford, spend bits where it
+    # hurts (the post-training file only; QAT ranges are 8-bit). Names of
+    # Keras layers whose ops stay float (e.g. "logits,decoder0_2_conv"; the
+    # worst layers in report.json `quantization` are a place to start)...
+    float_layers: list = dataclasses.field(default_factory=list)
+    # ...or the whole file with 16-bit activations and 8-bit weights
+    # (LiteRT's 16x8 mode: closer to float, slower than int8). One of the two.
+    int16_activations: bool = False
     # Limits every SavedModel signature enforces, so that one request cannot
     # exhaust the server: images per batch, pixels per image (checked from
     # the header, before decoding), bytes per text.

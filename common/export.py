@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import files
+from common.errors import UserError
 
 # Ops whose arithmetic should run on int8 in an INT8 model.
 COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
@@ -84,7 +85,8 @@ def write_saved_model(path, model, endpoints, verbose=False):
 
 
 def convert_to_tflite(model, path, representative_dataset=None,
-                      int8_io=True, batch_size=1):
+                      int8_io=True, batch_size=1, float_layers=(),
+                      int16_activations=False):
     """Convert the fixed-shape `model` to a `.tflite` file at `path`.
 
     `model` is one Keras model (signature "serve") or a dict {signature: model}
@@ -95,9 +97,38 @@ def convert_to_tflite(model, path, representative_dataset=None,
     ops with no int8 kernel fall back to float and are listed by
     `tflite_op_report`. Float inputs and outputs become int8 when `int8_io` is
     set (the runner scales them). Returns the op report.
+
+    Where INT8 loses too much, two ways to spend bits on it (post-training
+    quantization only; a QAT model's ranges are 8-bit):
+    - `float_layers`: names of Keras layers whose ops stay float (LiteRT's
+      quantization debugger leaves their output tensors out of
+      quantization; the file keeps float inputs and outputs). Sublayers
+      count too: "self_attention_layer_norm" names that sublayer of every
+      transformer block. The op report
+      says which ops each name matched under "float_layers".
+    - `int16_activations`: the whole file in LiteRT's 16x8 mode, int16
+      activations and int8 weights (inputs and outputs int16 with `int8_io`).
     """
+    float_layers = list(float_layers or ())
+    if float_layers and isinstance(model, dict):
+        raise UserError("export.float_layers: a multi-signature model cannot keep "
+                        "chosen layers float (LiteRT's quantization debugger takes "
+                        "one signature); use export.int16_activations")
+    if (float_layers or int16_activations) and representative_dataset is None:
+        raise ValueError("float_layers / int16_activations need a representative "
+                         "dataset (they are INT8 conversion options)")
+    if float_layers and int16_activations:
+        raise UserError("choose export.float_layers or export.int16_activations, not "
+                        "both: LiteRT's quantization debugger only leaves layers out "
+                        "of 8-bit files")
     parts = {key: as_float32(part) for key, part in
              (model.items() if isinstance(model, dict) else [("serve", model)])}
+    known = sorted({layer.name for part in parts.values() for layer in _all_layers(part)})
+    for name in float_layers:
+        if name not in known:
+            raise UserError(f"export.float_layers: no layer {name!r} in the exported "
+                            f"model; its layers are: {', '.join(known)}")
+    matched = {}
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
         saved_model_dir = os.path.join(folder, "saved_model")
         write_saved_model(
@@ -110,18 +141,79 @@ def convert_to_tflite(model, path, representative_dataset=None,
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative_dataset
             converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+                if int16_activations else tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                 tf.lite.OpsSet.TFLITE_BUILTINS,
             ]
+            io_type = tf.int16 if int16_activations else tf.int8
             if int8_io and all(_all_float_inputs(part) for part in parts.values()):
-                converter.inference_input_type = tf.int8
+                converter.inference_input_type = io_type
             if int8_io:
-                converter.inference_output_type = tf.int8
+                converter.inference_output_type = io_type
         else:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        flatbuffer = converter.convert()
+        if float_layers:
+            flatbuffer, matched = _convert_with_float_layers(
+                converter, representative_dataset, parts, float_layers, folder)
+        else:
+            flatbuffer = converter.convert()
     files.write_bytes_atomic(path, flatbuffer)
-    return tflite_op_report(path)
+    report = tflite_op_report(path)
+    if float_layers:
+        report["float_layers"] = matched
+    if int16_activations:
+        report["int16_activations"] = True
+    return report
+
+
+def _convert_with_float_layers(converter, representative_dataset, parts, layer_names,
+                               folder):
+    """INT8 conversion with the ops of `layer_names` left float.
+
+    Returns (flatbuffer, {layer name: [output tensor names kept float]}).
+    The calibrated model names each op's output tensor after the Keras
+    layers that made it ("functional_1/middle_1/convolution"); a model's
+    last op is named after the signature instead, so a single-output
+    model's output layer matches the graph output. A name that matches
+    no op (folded into another) is an error.
+    """
+    from common import tflite_graph
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative_dataset)
+    calibrated = os.path.join(folder, "calibrated.tflite")
+    with open(calibrated, "wb") as handle:
+        handle.write(debugger.calibrated_model)
+    known = {layer.name: part for part in parts.values() for layer in _all_layers(part)}
+    matched = {}
+    for name in layer_names:
+        part = known[name]
+        is_output = len(part.outputs) == 1 and \
+            part.outputs[0]._keras_history.operation.name == name
+        pattern = re.compile(rf"(^|/){re.escape(name)}(_\d+)?(/|$)")
+        nodes = []
+        for graph in tflite_graph.subgraphs(calibrated):
+            graph_outputs = {index for op in graph["ops"] for index in op["outputs"]} - {
+                index for op in graph["ops"] for index in op["inputs"]}
+            for op in graph["ops"]:
+                for index in op["outputs"]:
+                    tensor_name = graph["tensors"][index]["name"]
+                    if any(pattern.search(piece) for piece in tensor_name.split(";")) or (
+                            is_output and index in graph_outputs
+                            and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")):
+                        nodes.append(tensor_name)
+        if not nodes:
+            raise UserError(f"export.float_layers: layer {name!r} made no op of its own "
+                             "in the LiteRT graph (folded into another op?)")
+        matched[name] = sorted(set(nodes))
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=[node for nodes in matched.values() for node in nodes])
+    return debugger.get_nondebug_quantized_model(), matched
+
+
+def _all_layers(model):
+    """Every layer of `model`, nested ones (a transformer's sublayers) included."""
+    return model._flatten_layers(include_self=False, recursive=True)
 
 
 def _all_float_inputs(model):
@@ -215,9 +307,10 @@ def export_saved_model(model, endpoints, export_dir, task_name, extra_files=None
         if extra_files:
             extra_dir = os.path.join(temporary, "model", "assets.extra")
             os.makedirs(extra_dir, exist_ok=True)
-            for name, text in extra_files.items():
-                with open(os.path.join(extra_dir, name), "w") as handle:
-                    handle.write(text)
+            for name, content in extra_files.items():
+                with open(os.path.join(extra_dir, name),
+                          "wb" if isinstance(content, bytes) else "w") as handle:
+                    handle.write(content)
         while True:
             target = os.path.join(task_dir, str(next_version(task_dir)))
             try:

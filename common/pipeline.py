@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from common import artifacts as artifacts_lib
-from common import cli, export, files, litert, qat, quant_report, quiet, training
+from common import cli, cluster, export, files, litert, qat, quant_report, quiet, serving_bundle, training
 from common import report as report_lib
 from common.runfolder import RunFolder
 
@@ -176,7 +176,14 @@ def train_float(task, cfg, splits, run, context):
 def train_qat(task, cfg, splits, edge, run, context):
     """Stage `qat`: fake-quant clone of the edge model (of the whole trained
     model when the edge has several parts: it trains teacher-forced), fine-tuned
-    from the float weights; `model_qat.keras`. None when QAT is off."""
+    from the float weights; `model_qat.keras`. None when QAT is off.
+
+    The fine-tune continues the float run rather than restarting it (with
+    `qat.follow_float`): its learning rate is at most the float schedule's
+    last one, held constant; BatchNormalization keeps the float statistics
+    (the converter folds those); and the calibrated start competes with the
+    fine-tuned epochs on the validation metric, so fine-tuning that hurts is
+    dropped (`chosen_epochs.qat` 0 in the report)."""
     if not cfg.qat.enabled:
         return None
     path = run.file("model_qat.keras")
@@ -185,14 +192,29 @@ def train_qat(task, cfg, splits, edge, run, context):
         return artifacts_lib.load_keras(task, path)
     phase = time.time()
     _say(task, "quantization-aware fine-tuning")
+    qat_cfg = cfg
+    learning_rate = cfg.qat.learning_rate
+    if cfg.qat.follow_float:
+        steps = cfg.train.steps_per_epoch or training.steps_in(splits.train)
+        learning_rate = min(learning_rate, qat.final_learning_rate(cfg.train, steps))
+        qat_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, schedule="constant", warmup_epochs=0))
     with context.strategy.scope():
         qat_model = qat.quantize_model(edge)
+        if cfg.qat.freeze_batch_norm:  # before calibrating: ranges of inference-mode BN
+            qat.freeze_batch_norm(qat_model)
         qat.calibrate(qat_model, splits.train, steps=5)
-        context.fit(qat_model, splits, cfg, task.compile_args(cfg, splits.info), "qat",
-                    epochs=cfg.qat.epochs, learning_rate=cfg.qat.learning_rate,
+        score_fn, metric = context.validation_score or (None, None)
+        if (cfg.qat.keep_start_if_better and cfg.train.restore_best and score_fn
+                and context.monitor[0] == f"val_{metric}"):
+            qat.record_start_as_best(qat_model, context.stage_dir("qat"),
+                                     context.monitor[0], lambda m: score_fn(m)[metric])
+        context.fit(qat_model, splits, qat_cfg, task.compile_args(cfg, splits.info), "qat",
+                    epochs=cfg.qat.epochs, learning_rate=learning_rate,
                     steps_per_epoch=cfg.qat.steps_per_epoch)
     files.save_keras_atomic(qat_model, path)
-    run.record("qat", time.time() - phase, {"model": "model_qat.keras"})
+    run.record("qat", time.time() - phase, {"model": "model_qat.keras",
+                                            "learning_rate": float(learning_rate)})
     training.remove_backup(context.stage_dir("qat"))
     return qat_model
 
@@ -227,14 +249,25 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
             _say(task, f"exporting {label}")
             started = time.time()
             previous = {"ops": None, "quantization": None, "notes": []}
+            # Layers kept float / 16-bit activations: post-training files only
+            # (a QAT model's ranges are 8-bit).
+            mixed = {"float_layers": cfg.export.float_layers,
+                     "int16_activations": cfg.export.int16_activations} \
+                if calibration is not None and source is edge else {}
             with quiet.captured_stderr(cfg.run.verbose):
-                op_report = export.convert_to_tflite(source, run.file(name), calibration)
+                op_report = export.convert_to_tflite(source, run.file(name), calibration,
+                                                     **mixed)
                 if calibration is not None:  # an INT8 file: what runs int8, and how well
                     summary, notes = quant_report.describe_int8(
                         run.file(name), model if multipart else edge,
                         qat_model if source is qat_edge else None, calibration,
                         debug_layers=(cfg.export.debug_layers and source is edge
-                                      and not multipart))
+                                      and not multipart), conversion=op_report)
+                    if source is qat_edge and (cfg.export.float_layers
+                                               or cfg.export.int16_activations):
+                        notes.append(f"{name}: all 8-bit; export.float_layers / "
+                                     "export.int16_activations apply to the post-training "
+                                     "file only.")
                     previous = {"ops": op_report, "quantization": summary, "notes": notes}
             run.record(step, time.time() - started, previous)
         outputs["artifacts"][key] = name
@@ -246,17 +279,26 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
         ship_better_int8(task, cfg, splits, run, outputs)
 
     _say(task, "exporting SavedModel for TF Serving")
-    serving = export.as_float32(model)
-    endpoints = task.build_serving_model(serving, cfg, splits.info)
     with quiet.captured_stderr(cfg.run.verbose):
-        saved_model_dir = export.export_saved_model(
-            serving, endpoints, cfg.run.export_dir, task.NAME,
-            extra_files={"config.json": cfg.to_json(),
-                         "info.json": files.json_text(splits.info)})
+        saved_model_dir = export_serving(task, cfg, model, splits.info, cfg.run.export_dir)
     outputs["artifacts"]["saved_model"] = os.path.relpath(saved_model_dir, run.path)
     outputs["saved_model_dir"] = os.path.abspath(saved_model_dir)
     run.record("export", time.time() - phase, outputs)
     return outputs
+
+
+def export_serving(task, cfg, model, info, export_dir):
+    """A new SavedModel version with its run files and TF Serving warm-up
+    requests in `assets.extra/`, then `models.config` naming every task."""
+    serving = export.as_float32(model)
+    endpoints = task.build_serving_model(serving, cfg, info)
+    warmup = serving_bundle.warmup_records(endpoints["serving_default"][1])
+    saved_model_dir = export.export_saved_model(
+        serving, endpoints, export_dir, task.NAME,
+        extra_files={"config.json": cfg.to_json(), "info.json": files.json_text(info),
+                     serving_bundle.WARMUP_FILE: warmup})
+    serving_bundle.update_models_config(export_dir)
+    return saved_model_dir
 
 
 def ship_better_int8(task, cfg, splits, run, outputs):
@@ -444,6 +486,14 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
 def run_train(task, argv=None):
     """Parse `argv`, then run every stage; returns the report dict."""
     cfg = cli.parse_train_args(task, argv)
+    multi_worker = cfg.run.strategy == "multi_worker"
+    chief = True
+    if multi_worker:
+        # Only the chief's files count; the other workers write below it.
+        tf_config = cluster.check_tf_config()
+        chief = cluster.is_chief(tf_config)
+        if not chief:
+            cfg.run.out = cluster.worker_run_dir(cfg.run.out, tf_config)
     with RunFolder(cfg) as run:
         strategy = training.configure(cfg)
         splits = prepare_data(task, cfg, run)
@@ -455,6 +505,15 @@ def run_train(task, argv=None):
                              resume=cfg.run.resume, validation_score=scorer)
         model, float_outputs = train_float(task, cfg, splits, run, context)
         edge = edge_model(task, model, cfg)
+        if multi_worker:
+            # The float training is the shared work. The short QAT fine-tune,
+            # exports and the report are the chief's alone (the workers' QAT
+            # collectives fell out of step; see docs/ARCHITECTURE.md).
+            cluster.barrier(strategy)
+            if not chief:
+                _say(task, "worker finished its share of training; the chief goes on")
+                return None
+            context.strategy = cluster.local_strategy()
         qat_model = train_qat(task, cfg, splits, model if is_multipart(edge) else edge,
                               run, context)
         export_outputs = export_models(task, cfg, splits, model, edge, qat_model, run)
@@ -519,10 +578,7 @@ def run_export(task, argv=None):
     with quiet.captured_stderr(args.verbose):
         export.convert_to_tflite(edge, written["tflite_float"])
         ops = export.convert_to_tflite(edge, written["tflite_ptq_int8"], representative)
-        written["saved_model"] = export.export_saved_model(
-            model, task.build_serving_model(model, cfg, splits.info),
-            args.export_dir or cfg.run.export_dir, task.NAME,
-            extra_files={"config.json": cfg.to_json(),
-                         "info.json": files.json_text(splits.info)})
+        written["saved_model"] = export_serving(task, cfg, model, splits.info,
+                                                args.export_dir or cfg.run.export_dir)
     print(json.dumps({"written": written, "int8_ops": ops}, indent=2))
     return written

@@ -35,6 +35,7 @@ at least 10 below the top), so the float QAT model computes exactly what the
 int8 model does and padded batches calibrate like any others.
 """
 
+import os
 import sys
 import warnings
 
@@ -58,23 +59,49 @@ KERNEL_LAYERS = (
     keras.layers.SeparableConv1D,
     keras.layers.SeparableConv2D,
 )
-# Layers whose output needs no range of its own: they pass values through
-# unchanged (LiteRT keeps the input's quantization parameters).
+# Layers whose output needs no range of its own: LiteRT runs them with the
+# input's quantization parameters (its int8 kernels of reshapes, pads,
+# slices, pools and resizes require one scale for input and output, and
+# their outputs never leave the input's range), so a range of their own
+# would only add a requantize op.
 PASS_THROUGH_LAYERS = (
     keras.layers.InputLayer,
     keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
     keras.layers.Reshape,
     keras.layers.Flatten,
+    keras.layers.Permute,
+    keras.layers.RepeatVector,
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
     keras.layers.Cropping2D,
-    keras.layers.UpSampling2D,
+    keras.layers.Cropping3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,  # nearest and bilinear: RESIZE_* keep the scale
+    keras.layers.UpSampling3D,
+    keras.layers.Resizing,
 )
-# A custom layer that only moves values around (slices, repeats) can say so
-# with a class attribute `quantization_pass_through = True`.
+# A custom layer that only moves values around (slices, repeats, resizes)
+# can say so with a class attribute `quantization_pass_through = True`.
+
+# Layers whose int8 kernel needs one scale for all inputs and the output
+# (CONCATENATION, MAXIMUM, MINIMUM). Their inputs, their output and every
+# tensor tied to those through pass-through layers share one range
+# (`SharedActivationFakeQuant`); separate ranges would make the converter
+# insert a requantize op before each input whose range differs.
+SAME_SCALE_LAYERS = (keras.layers.Concatenate, keras.layers.Maximum, keras.layers.Minimum)
 
 # Attention scores: masked positions take the bottom of the range, so keep
 # that bottom far enough below the top that exp(bottom - top) is ~0.
@@ -173,6 +200,59 @@ class ActivationFakeQuant(keras.layers.Layer):
         config = super().get_config()
         config.update({"momentum": self.momentum, "min_span": self.min_span,
                        "fixed_range": self.fixed_range})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="common")
+class SharedActivationFakeQuant(ActivationFakeQuant):
+    """One range for several tensors that LiteRT must give one int8 scale.
+
+    Called once per tensor, each call with its own `slot`: every slot keeps
+    its own moving-average min/max (so a narrow tensor does not pull a wide
+    one's range in), and every call fake-quantizes with their union, which
+    is the one scale the converter then gives all of them.
+    """
+
+    def __init__(self, slots=1, **kwargs):
+        super().__init__(**kwargs)
+        self.slots = int(slots)
+
+    def build(self, input_shape=None):
+        shape = (self.slots,)
+        self.range_min = self.add_weight(name="range_min", shape=shape,
+                                         initializer="zeros", trainable=False)
+        self.range_max = self.add_weight(name="range_max", shape=shape,
+                                         initializer="zeros", trainable=False)
+        self.seen = self.add_weight(name="seen", shape=shape, initializer="zeros",
+                                    trainable=False)
+
+    def effective_range(self, range_min=None, range_max=None):
+        range_min = self.range_min if range_min is None else range_min
+        range_max = self.range_max if range_max is None else range_max
+        return super().effective_range(ops.min(range_min), ops.max(range_max))
+
+    def call(self, inputs, slot=0, training=None):
+        values = ops.cast(inputs, "float32")
+        range_min, range_max = self.range_min, self.range_max
+        if training:
+            mine = ops.equal(ops.arange(self.slots), slot)
+            batch_min = ops.minimum(ops.min(values), 0.0)
+            batch_max = ops.maximum(ops.max(values), 0.0)
+            first = ops.equal(self.seen, 0.0)
+            moved_min = self.momentum * range_min + (1 - self.momentum) * batch_min
+            moved_max = self.momentum * range_max + (1 - self.momentum) * batch_max
+            range_min = ops.where(mine, ops.where(first, batch_min, moved_min), range_min)
+            range_max = ops.where(mine, ops.where(first, batch_max, moved_max), range_max)
+            self.range_min.assign(range_min)
+            self.range_max.assign(range_max)
+            self.seen.assign(ops.where(mine, 1.0, self.seen))
+        low, high = self.effective_range(range_min, range_max)
+        outputs = keras.quantizers.fake_quant_with_min_max_vars(values, low, high, num_bits=8)
+        return ops.cast(outputs, inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["slots"] = self.slots
         return config
 
 
@@ -558,10 +638,7 @@ def _output_needs_range(layer, consumer_layers, is_model_output):
     """Whether LiteRT keeps this layer's output as a tensor of its own."""
     if is_model_output:
         return True
-    if isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation != "nearest":
-        return True  # bilinear interpolation makes new values
-    if isinstance(layer, PASS_THROUGH_LAYERS) or getattr(
-            layer, "quantization_pass_through", False):
+    if _is_pass_through(layer):
         return False
     produces_foldable = isinstance(
         layer, KERNEL_LAYERS + (keras.layers.BatchNormalization, keras.layers.Add)
@@ -582,6 +659,124 @@ def _output_needs_range(layer, consumer_layers, is_model_output):
         if folds:
             return False
     return True
+
+
+def _is_pass_through(layer):
+    return isinstance(layer, PASS_THROUGH_LAYERS) or bool(
+        getattr(layer, "quantization_pass_through", False))
+
+
+def _model_nodes(model):
+    """Operation name -> the nodes of `model`'s own graph that call it (a
+    layer reused from another graph also has nodes outside `model`)."""
+    nodes = {}
+    for depth_nodes in model._nodes_by_depth.values():
+        for node in depth_nodes:
+            nodes.setdefault(node.operation.name, []).append(node)
+    return nodes
+
+
+def _tensor_key(tensor):
+    """(producing operation, output index) of a Keras tensor."""
+    history = tensor._keras_history
+    return (history.operation.name, history.tensor_index)
+
+
+def _float_tensors(structure):
+    return [t for t in keras.tree.flatten(structure)
+            if isinstance(t, keras.KerasTensor) and "float" in str(t.dtype)]
+
+
+def _same_scale_groups(model, model_nodes):
+    """Tensor key -> (group root, group name), for tensors LiteRT must give
+    one scale.
+
+    A concatenation (or maximum / minimum) ties its inputs and output
+    together; a pass-through layer ties its output to its input. A group is
+    named after its first concatenation. Tensors in no tie are left out.
+    """
+    parent = {}
+
+    def find(key):
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    merges = []
+    for operation in model.operations:
+        nodes = model_nodes.get(operation.name, [])
+        if len(nodes) != 1 or isinstance(operation, keras.layers.InputLayer):
+            continue  # a layer called twice keeps ranges of its own
+        merging = isinstance(operation, SAME_SCALE_LAYERS)
+        if not (merging or (isinstance(operation, keras.layers.Layer)
+                            and _is_pass_through(operation))):
+            continue
+        tensors = _float_tensors((nodes[0].output_tensors, nodes[0].input_tensors))
+        for tensor in tensors[1:]:
+            parent[find(_tensor_key(tensor))] = find(_tensor_key(tensors[0]))
+        if merging and tensors:
+            merges.append((operation.name, _tensor_key(tensors[0])))
+    names = {}
+    for name, key in merges:
+        names.setdefault(find(key), name)
+    return {key: (find(key), names.get(find(key), key[0])) for key in parent}
+
+
+def _ranges_set_inside(layer):
+    """Whether the clone of `layer` puts the ranges on its outputs itself."""
+    if _is_functional(layer):
+        return True
+    if type(layer) in QUANTIZED_CLASSES or not isinstance(layer, keras.layers.Layer):
+        return False
+    return _has_compute(layer) and _output_is_quantized(layer)
+
+
+def _range_plan(model, nested):
+    """Which output tensors of `model`'s layers get an activation range of
+    the enclosing graph, and which of them share one.
+
+    Returns (ranged, shared): `ranged` {layer name: fixed range or None} for
+    layers whose float outputs get a range; `shared` {tensor key: (group
+    name, slot, slot count)} for ranged tensors that LiteRT must give one
+    scale together with another ranged tensor.
+    """
+    consumers = _consumers(model)
+    layers_by_name = {op.name: op for op in model.operations}
+    output_names = {t._keras_history.operation.name for t in model.outputs}
+    model_nodes = _model_nodes(model)
+    ranged, ranged_keys = {}, []
+    for operation in model.operations:
+        if not isinstance(operation, keras.layers.Layer):
+            continue  # a bare op node (ops.split, +): no range
+        if isinstance(operation, keras.layers.InputLayer):
+            if not nested:  # a nested model's inputs got ranges outside it
+                ranged[operation.name] = None
+                ranged_keys += [(operation.name, 0)] if _float_tensors(operation.output) \
+                    else []
+            continue
+        if _ranges_set_inside(operation):
+            continue
+        consumer_layers = [layers_by_name[n] for n in consumers.get(operation.name, ())
+                           if n in layers_by_name]
+        if not _output_needs_range(operation, consumer_layers,
+                                   operation.name in output_names):
+            continue
+        ranged[operation.name] = _fixed_output_range(operation)
+        nodes = model_nodes.get(operation.name, [])
+        if ranged[operation.name] is None and len(nodes) == 1:
+            ranged_keys += [_tensor_key(t) for t in _float_tensors(nodes[0].output_tensors)]
+    groups = _same_scale_groups(model, model_nodes)
+    members = {}
+    for key in ranged_keys:
+        if key in groups:
+            members.setdefault(groups[key], []).append(key)
+    shared = {}
+    for (_, name), keys in members.items():
+        if len(keys) > 1:
+            for slot, key in enumerate(keys):
+                shared[key] = (name, slot, len(keys))
+    return ranged, shared
 
 
 def _is_functional(layer):
@@ -613,10 +808,10 @@ def quantize_model(model, _nested=False):
             f"quantize_model needs a Functional model; {getattr(model, 'name', model)!r} "
             f"is {type(model).__name__}"
         )
-    consumers = _consumers(model)
     layers_by_name = {op.name: op for op in model.operations}
-    output_names = {t._keras_history.operation.name for t in model.outputs}
+    ranged, shared = _range_plan(model, _nested)
     input_quantizers = {}
+    shared_quantizers = {}
     # Clones whose weights are copied already (wrappers, nested models).
     prepared = set()
 
@@ -633,14 +828,22 @@ def quantize_model(model, _nested=False):
         prepared.add(id(clone))
         return clone
 
+    def fake_quant(tensor, key, name, fixed_range=None):
+        if key in shared:  # one range with the tensors LiteRT gives the same scale
+            group, slot, slots = shared[key]
+            if group not in shared_quantizers:
+                shared_quantizers[group] = SharedActivationFakeQuant(
+                    slots=slots, name=f"{group}_shared_fq")
+            return shared_quantizers[group](tensor, slot=slot)
+        return ActivationFakeQuant(name=name, fixed_range=fixed_range)(tensor)
+
     def quantize_input(tensor):
-        if "float" not in str(tensor.dtype) or _nested:
-            return tensor  # a nested model's inputs got ranges outside it
-        key = id(tensor)
-        if key not in input_quantizers:
-            name = tensor._keras_history.operation.name
-            input_quantizers[key] = ActivationFakeQuant(name=f"{name}_fq")(tensor)
-        return input_quantizers[key]
+        name = tensor._keras_history.operation.name
+        if "float" not in str(tensor.dtype) or name not in ranged:
+            return tensor
+        if id(tensor) not in input_quantizers:
+            input_quantizers[id(tensor)] = fake_quant(tensor, (name, 0), f"{name}_fq")
+        return input_quantizers[id(tensor)]
 
     def call_function(layer, *args, **kwargs):
         if not isinstance(layer, keras.layers.Layer):
@@ -653,20 +856,15 @@ def quantize_model(model, _nested=False):
             args,
         )
         outputs = layer(*args, **kwargs)
-        if _is_functional(layer) or getattr(layer, "output_is_quantized", False):
-            return outputs  # ranges set inside
-        original = layers_by_name[layer.name]
-        consumer_layers = [layers_by_name[n] for n in consumers.get(layer.name, ())]
-        if not _output_needs_range(original, consumer_layers, layer.name in output_names):
-            return outputs
+        if layer.name not in ranged:
+            return outputs  # ranges set inside, or none needed
         flat = keras.tree.flatten(outputs)
         names = [f"{layer.name}_fq"] if len(flat) == 1 else \
             [f"{layer.name}_fq{index}" for index in range(len(flat))]
-        fixed_range = _fixed_output_range(original)
         quantized_outputs = [
-            ActivationFakeQuant(name=name, fixed_range=fixed_range)(t)
+            fake_quant(t, (layer.name, index), name, ranged[layer.name])
             if "float" in str(t.dtype) else t
-            for name, t in zip(names, flat)
+            for index, (name, t) in enumerate(zip(names, flat))
         ]
         return keras.tree.pack_sequence_as(outputs, quantized_outputs)
 
@@ -717,9 +915,55 @@ def calibrate(quantized_model, dataset, steps=10):
         variable.assign(value)
 
 
+# --- fine-tuning that continues the float run ---------------------------------
+
+def final_learning_rate(train_config, steps_per_epoch):
+    """The learning rate the float run's schedule ended at."""
+    from common import training
+
+    epochs = training.epochs_for_budget(train_config, steps_per_epoch)
+    schedule = training.make_schedule(train_config, steps_per_epoch, epochs=epochs)
+    if callable(schedule):
+        return float(schedule(max(1, steps_per_epoch * epochs) - 1))
+    return float(schedule)
+
+
+def freeze_batch_norm(quantized_model):
+    """BatchNormalization layers keep the float run's statistics and scales.
+
+    A frozen (non-trainable) Keras 3 BatchNormalization runs in inference
+    mode: fine-tuning then sees the normalization the converter folds into
+    the int8 kernels, not the statistics of each small batch.
+    """
+    for layer in _all_layers(quantized_model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def record_start_as_best(quantized_model, stage_dir, monitor, score):
+    """Save the calibrated, not yet fine-tuned model as the best epoch so
+    far (epoch 0), in the record `common.training`'s best checkpoint reads:
+    a fine-tuned epoch is then kept only if it beats the start on `monitor`
+    (`score(model)` gives its value). A record already there (a resumed
+    fine-tune) is kept."""
+    from common import files
+
+    record = os.path.join(stage_dir, "best.weights.h5.json")
+    if os.path.exists(record):
+        return None
+    value = float(score(quantized_model))
+    os.makedirs(stage_dir, exist_ok=True)
+    with files.atomic_path(os.path.join(stage_dir, "best.weights.h5"),
+                           ".weights.h5") as temporary:
+        quantized_model.save_weights(temporary, overwrite=True)
+    files.write_json_atomic(record, {"value": value, "epoch": 0, "monitor": monitor})
+    return value
+
+
 def custom_objects():
     """The classes QAT adds, for `custom_objects` when loading a QAT model."""
     objects = {cls.__name__: cls for cls in QUANTIZED_CLASSES.values()}
     objects["ActivationFakeQuant"] = ActivationFakeQuant
+    objects["SharedActivationFakeQuant"] = SharedActivationFakeQuant
     objects["QuantizedSublayers"] = QuantizedSublayers
     return objects

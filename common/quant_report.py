@@ -26,7 +26,8 @@ import numpy as np
 # Layers with 2-D weights that do no matmul (lookups, position tables).
 NON_COMPUTE_CLASS_NAMES = ("Embedding", "ReversibleEmbedding", "PositionEmbedding",
                            "TokenAndPositionEmbedding", "LayerNormalization",
-                           "RMSNormalization", "BatchNormalization", "ActivationFakeQuant")
+                           "RMSNormalization", "BatchNormalization", "ActivationFakeQuant",
+                           "SharedActivationFakeQuant")
 # LiteRT ops that do multiply-accumulate work; the index of their data input.
 TFLITE_COMPUTE_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "FULLY_CONNECTED": 0,
                       "BATCH_MATMUL": 0, "TRANSPOSE_CONV": 2, "CONV_3D": 0,
@@ -350,12 +351,14 @@ def worst_layers(float_model, representative, count=5, int8_io=True):
 # --- one call for the pipeline ---------------------------------------------------
 
 def describe_int8(tflite_path, float_model, qat_model=None, representative=None,
-                  debug_layers=False):
+                  debug_layers=False, conversion=None):
     """Everything the run report says about one INT8 file.
 
     `qat_model` (the fake-quant model the file came from) adds the QAT
     coverage; `representative` with `debug_layers=True` adds the five layers
-    with the largest INT8 error (slow: it converts the model again).
+    with the largest INT8 error (slow: it converts the model again);
+    `conversion` (the op report `export.convert_to_tflite` returned) adds the
+    layers kept float and whether activations are 16-bit.
     Returns (summary dict for report.json, list of note strings).
     """
     summary = {"tflite": tflite_int8_summary(tflite_path)}
@@ -363,6 +366,21 @@ def describe_int8(tflite_path, float_model, qat_model=None, representative=None,
     name = os.path.basename(tflite_path)
     tflite = summary["tflite"]
     unit = "compute ops" if tflite["shares_are_op_counts"] else "multiply-accumulates"
+    conversion = conversion or {}
+    if conversion.get("float_layers") or conversion.get("int16_activations"):
+        summary["mixed_precision"] = {
+            "float_layers": conversion.get("float_layers", {}),
+            "int16_activations": bool(conversion.get("int16_activations")),
+        }
+    if conversion.get("float_layers"):
+        layers = conversion["float_layers"]
+        notes.append(
+            f"{name}: {len(layers)} layer(s) kept float by export.float_layers "
+            f"({', '.join(layers)}; {sum(len(nodes) for nodes in layers.values())} ops).")
+    if conversion.get("int16_activations"):
+        notes.append(
+            f"{name}: 16-bit activations, 8-bit weights (export.int16_activations): "
+            f"{100 * tflite['mac_share_int16']:.1f}% of {unit} run int16 x int8.")
     if tflite["float_compute_ops"]:
         notes.append(
             f"{name}: {100 * tflite['mac_share_float']:.1f}% of {unit} stay float "

@@ -50,13 +50,35 @@ def use_xla(run_config):
     return gpu_available() if run_config.xla is None else bool(run_config.xla)
 
 
+def logical_cpus(count):
+    """Split the CPU into `count` logical devices (mirrored training without
+    a GPU); only possible before TensorFlow starts its runtime."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        pass  # already initialised: use the logical devices it has
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    if len(devices) < count:
+        raise UserError(f"--strategy mirrored on CPU needs {count} logical CPU devices, "
+                        f"TensorFlow already started with {len(devices)}")
+    return devices[:count]
+
+
 def make_strategy(name):
     if name not in STRATEGIES:
         raise UserError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        if gpu_available():
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(devices=logical_cpus(2))
     if name == "multi_worker":
-        # Reads the cluster from TF_CONFIG, as every TF multi-worker job does.
+        # Reads the cluster from TF_CONFIG, as every TF multi-worker job does;
+        # checked first, so that a broken one fails instead of hanging.
+        from common import cluster
+
+        cluster.check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -315,6 +337,37 @@ def restore_best(model, stage_dir):
         return json.load(handle)
 
 
+def _build_before_multi_worker_fit(model, dataset):
+    """Keras 3.15 cannot start `fit` under MultiWorkerMirroredStrategy: its
+    symbolic build reduces the first distributed batch with "MEAN" and fails
+    on a PerReplica (keras-team/keras#20585). Build from one local batch
+    first and mark the model's distribution as built, so fit skips that."""
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    batch = next(iter(dataset.take(1)))
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    # Its step then reduces the (already all-reduced, scalar) logs with
+    # "MEAN" over axis 0, which fails on scalars: every replica holds the
+    # same synchronised value, so take the first.
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    reduce = getattr(tf_trainer.reduce_per_replica, "original", tf_trainer.reduce_per_replica)
+
+    def reduce_first_when_auto(values, strategy, reduction):
+        if reduction == "auto" and isinstance(strategy,
+                                              tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0]
+                if isinstance(value, tf.distribute.DistributedValues) else value, values)
+        return reduce(values, strategy, reduction)
+
+    reduce_first_when_auto.original = reduce
+    tf_trainer.reduce_per_replica = reduce_first_when_auto
+
+
 def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=None,
         monitor=("val_loss", "min"), steps_per_epoch=None, log_dir=None,
         validation_score=None):
@@ -343,6 +396,7 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
         callbacks.insert(0, ValidationScore(*validation_score))
     optimizer = make_optimizer(cfg.train, steps_per_epoch, learning_rate, epochs)
     model.compile(optimizer=optimizer, jit_compile=use_xla(cfg.run), **compile_args)
+    _build_before_multi_worker_fit(model, splits.train)
     train = splits.train.repeat() if fixed_steps else splits.train
     history = model.fit(
         train,

@@ -201,6 +201,14 @@ def test_quantized_transformer_converts_to_int8_matmuls_with_no_requantize(
     summary, notes = quant_report.describe_int8(path, model, quantized)
     assert summary["tflite"]["mac_share_int8"] == 1.0
     assert summary["qat_coverage"]["mac_share"] == 1.0 and notes == []
+    # Calibrated on padded rows too, the int8 file still computes what the
+    # QAT model does on padded and unpadded rows alike (no collapsed range).
+    from common import litert
+
+    int8_out, qat_out = litert.LiteRTModel(path)(ids), np.asarray(quantized(ids))
+    spread = np.abs(qat_out).max()
+    assert np.abs(int8_out - qat_out)[::2].max() < 0.1 * spread  # padded rows
+    assert np.abs(int8_out - qat_out)[1::2].max() < 0.1 * spread
 
 
 def test_attention_masks_padded_keys_inside_the_int8_range():
@@ -272,7 +280,7 @@ def test_every_convolution_type_gets_kernel_fake_quant_and_macs_match_litert(tmp
     assert summary["mac_share_float"] == pytest.approx(float_share)
 
 
-def test_unreachable_compute_layer_is_warned_about_and_counted():
+def test_unreachable_compute_layer_is_warned_about_and_counted(tmp_path):
     class RawMatmul(keras.layers.Layer):
         """Owns a kernel and multiplies by it directly: nothing to swap."""
 
@@ -292,6 +300,17 @@ def test_unreachable_compute_layer_is_warned_about_and_counted():
     coverage = quant_report.fake_quant_coverage(model, quantized)
     assert coverage["uncovered_layers"] == ["raw:unknown"]
     assert coverage["mac_share"] == pytest.approx(36 / (36 + 24))
+    # ...and the run report says so for the file made from this QAT model.
+    from common import export
+
+    rows = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    qat.calibrate(quantized, tf.data.Dataset.from_tensor_slices((rows, rows)).batch(8), 1)
+    path = str(tmp_path / "partial.tflite")
+    export.convert_to_tflite(quantized, path, lambda: ([row[None]] for row in rows))
+    summary, notes = quant_report.describe_int8(path, model, quantized)
+    assert summary["qat_coverage"]["uncovered_layers"] == ["raw:unknown"]
+    assert any("QAT did not reach 1 compute layer(s) (40.0% of multiply-accumulates"
+               in note and "raw:unknown" in note for note in notes)
 
 
 def test_decoder_attention_subclass_and_gru_are_reached_and_convert(tmp_path):
@@ -317,3 +336,42 @@ def test_decoder_attention_subclass_and_gru_are_reached_and_convert(tmp_path):
     report = export.convert_to_tflite(quantized, path, lambda: ([f[None]] for f in frames))
     assert report["float_compute_ops"] == []
     assert quant_report.tflite_int8_summary(path)["requantize_ops"] == 0
+
+
+# --- the fine-tune continues the float run ------------------------------------
+
+def test_fine_tune_starts_where_the_float_schedule_ended():
+    from common import config
+
+    train = config.TrainConfig(learning_rate=1e-3, schedule="cosine", epochs=10)
+    # cosine decays to alpha = 1% of the peak
+    assert qat.final_learning_rate(train, 20) == pytest.approx(1e-5, rel=0.01)
+    train.schedule = "constant"
+    assert qat.final_learning_rate(train, 20) == pytest.approx(1e-3)
+
+
+def test_frozen_batch_norm_keeps_float_statistics_while_fine_tuning(tmp_path):
+    from common import training
+
+    keras.utils.set_random_seed(0)
+    model = _float_model()
+    quantized = qat.quantize_model(model)
+    qat.freeze_batch_norm(quantized)
+    x = np.random.rand(16, 12, 12, 3).astype("float32") * 3.0
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(16, "int32"))).batch(8)
+    qat.calibrate(quantized, dataset, steps=2)
+    before = [w.numpy().copy() for w in quantized.get_layer("stem_bn").weights]
+    # The calibrated start is the best epoch until an epoch beats it.
+    stage = str(tmp_path / "qat")
+    start = qat.record_start_as_best(quantized, stage, "val_accuracy", lambda m: 0.5)
+    assert start == 0.5
+    checkpoint = training.make_callbacks(stage, "val_accuracy", "max")
+    assert any(getattr(c, "best", None) == 0.5 for c in checkpoint)
+    assert qat.record_start_as_best(quantized, stage, "val_accuracy", lambda m: 0.9) is None
+    quantized.compile(keras.optimizers.Adam(1e-2),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    kernel = quantized.get_layer("head").get_weights()[0].copy()
+    quantized.fit(dataset, epochs=1, verbose=0)
+    for weight, value in zip(quantized.get_layer("stem_bn").weights, before):
+        np.testing.assert_array_equal(weight.numpy(), value)  # moving stats and scales
+    assert not np.array_equal(quantized.get_layer("head").get_weights()[0], kernel)

@@ -7,9 +7,13 @@ from tasks.segmentation.model import build_model, build_serving_model, compile_a
 from tasks.segmentation.samples import save_samples
 
 NAME = "segmentation"
+# What --data accepts (listed by `python -m tasks`).
+DATA_SOURCES = ("synthetic: shapes on noisy textures, exact masks (built in)",
+                "oxford_iiit_pet (TFDS)",
+                "PATH: a folder with images/ and same-named PNG masks/")
 
 __all__ = [
-    "NAME", "Config", "PRESETS", "PRIMARY_METRIC", "build_datasets",
+    "NAME", "DATA_SOURCES", "Config", "PRESETS", "PRIMARY_METRIC", "build_datasets",
     "build_model", "build_serving_model", "compile_args", "score",
     "baseline_predict_fns", "save_samples",
 ]

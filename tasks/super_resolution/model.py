@@ -33,6 +33,11 @@ class InterpolationUpsample(keras.layers.Layer):
     LiteRT's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR.
     """
 
+    # Interpolated values stay inside the input's range and LiteRT's int8
+    # resizes keep the input's scale: QAT gives the output no range of its
+    # own (one would cost a requantize op).
+    quantization_pass_through = True
+
     def __init__(self, scale=4, interpolation="bilinear", **kwargs):
         super().__init__(**kwargs)
         self.scale = scale

@@ -1,0 +1,49 @@
+"""`python -m tasks` lists the tasks; `python -m tasks benchmark` runs one
+and writes its row as JSON, Markdown and a chart."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tasks import suite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_listing_names_every_task_with_presets_and_metric():
+    listing = subprocess.run([sys.executable, "-m", "tasks"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300, check=True).stdout
+    for name in ("segmentation", "detection", "super_resolution", "sentiment"):
+        entry = suite.describe(name)
+        assert f"{name}\n  presets: {', '.join(entry['presets'])}" in listing
+        assert f"primary metric: {entry['primary_metric']}" in listing
+        assert "smoke" in entry["presets"] and "default" in entry["presets"]
+    assert "oxford_iiit_pet (TFDS)" in listing
+
+
+def test_unknown_task_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        suite.main(["benchmark", "--tasks", "speech"])
+    assert "unknown task(s) ['speech']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_row_comes_from_the_task_report(tmp_path):
+    rows = suite.benchmark(["segmentation"], "smoke", str(tmp_path))
+    saved = json.loads((tmp_path / "suite-smoke.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(rows))
+    row = rows[0]
+    run_dir = next(p for p in (tmp_path).glob("runs-smoke-*/segmentation-smoke"))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert row["float"] == report["metrics"]["float"]["dice"]
+    assert row["baseline"] == report["metrics"]["baseline"]["dice"]
+    assert row["INT8 .tflite KB"] * 1024 == report["sizes_bytes"]["tflite_int8"]
+    # The child's own peak (TensorFlow alone needs hundreds of MiB), not ours.
+    assert 300 < row["peak MiB"] < 8000
+    assert row["train examples/s"] > 0
+    table = (tmp_path / "suite-smoke.md").read_text()
+    assert "| segmentation | dice |" in table
+    assert (tmp_path / "suite-smoke.png").stat().st_size > 1000
