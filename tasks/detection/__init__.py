@@ -10,6 +10,11 @@ from tasks.detection.samples import save_samples
 from tasks.detection.serving import build_serving_model
 
 NAME = "detection"
+# What --data accepts (listed by `python -m tasks`).
+DATA_SOURCES = ("synthetic: shapes with clutter, exact boxes (built in)",
+                "voc/2007, coco/2017 (TFDS)",
+                "PATH: a Pascal VOC folder (JPEGImages/ + Annotations/) or a COCO folder "
+                "(images + annotations JSON)")
 PRIMARY_METRIC = "map50"
 CLI_FLAGS = {"--max-boxes": "data.max_boxes", "--image-size": "model.image_size"}
 
@@ -46,7 +51,7 @@ def custom_objects():
 
 
 __all__ = [
-    "NAME", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "NAME", "DATA_SOURCES", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "build_model", "build_serving_model", "compile_args", "score",
     "baseline_predict_fns", "predict_fn_from_raw", "representative_dataset",
     "save_samples", "custom_objects",

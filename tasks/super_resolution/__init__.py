@@ -14,10 +14,14 @@ from tasks.super_resolution.samples import save_samples
 from tasks.super_resolution.stages import fit_float
 
 NAME = "super_resolution"
+# What --data accepts (listed by `python -m tasks`).
+DATA_SOURCES = ("synthetic: scikit-image's shipped photographs (built in)",
+                "div2k (TFDS)",
+                "PATH: a folder of high-resolution images")
 CLI_FLAGS = {"--vgg-weights": "gan.vgg_weights"}
 
 __all__ = [
-    "NAME", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "NAME", "DATA_SOURCES", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "representative_dataset", "build_model", "build_serving_model",
     "compile_args", "custom_objects", "edge_model", "score", "baseline_predict_fns", "save_samples",
     "fit_float",
