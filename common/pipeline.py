@@ -397,6 +397,20 @@ def latency(artifacts, run, example, repeats, predict_fns=None):
     return result
 
 
+def int8_slower_note(latency_ms, sizes):
+    """Say so when the INT8 file is slower than float on this CPU, and why
+    that happens (measured on the sentiment transformer)."""
+    int8, float_ms = latency_ms.get("tflite_int8"), latency_ms.get("tflite_float")
+    if not int8 or not float_ms or int8 <= float_ms:
+        return None
+    return (f"model_int8.tflite is slower than model_float.tflite on this CPU ({int8:.3f} vs "
+            f"{float_ms:.3f} ms per example): where the model is small and its elementwise "
+            "ops (LayerNorm, softmax, GELU) have no fast int8 kernel, XNNPACK splits the int8 "
+            "graph into many partitions and those ops fall back to slower built-in kernels. "
+            f"The INT8 file is {sizes.get('tflite_float', 0) / max(1, sizes.get('tflite_int8', 1)):.1f}x "
+            "smaller; `export.float_layers` can keep chosen layers float.")
+
+
 def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
                  metrics, predict_fns):
     """Stage `report`: report.json (the contract), report.md, pictures."""
@@ -430,6 +444,9 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
     notes.extend(splits.notes)
     notes.extend(float_outputs.get("notes", []))
     notes.extend(export_outputs.get("notes", []))
+    slower = int8_slower_note(latency_ms, sizes)
+    if slower:
+        notes.append(slower)
 
     pictures = []
     stages_dir = run.file("stages")
