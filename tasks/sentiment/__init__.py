@@ -7,10 +7,15 @@ optional MLM pre-training and knowledge distillation.
 
 from tasks.sentiment.config import PRESETS, Config
 from tasks.sentiment.data import build_datasets
-from tasks.sentiment.metrics import (
-    PRIMARY_METRIC, baseline_predict_fns, score)
+from tasks.sentiment.metrics import PRIMARY_METRIC, baseline_predict_fns, score
 from tasks.sentiment.model import (
-    BertInputs, build_model, build_serving_model, compile_args, representative_dataset)
+    BertInputs,
+    ClassWeightedCrossentropy,
+    build_model,
+    build_serving_model,
+    compile_args,
+    representative_dataset,
+)
 from tasks.sentiment.samples import save_samples
 from tasks.sentiment.saved_run import evaluation_overrides
 from tasks.sentiment.training import fit_float
@@ -26,7 +31,8 @@ CLI_FLAGS = {
 
 
 def custom_objects():
-    return {"BertInputs": BertInputs}
+    return {"BertInputs": BertInputs,
+            "ClassWeightedCrossentropy": ClassWeightedCrossentropy}
 
 
 __all__ = [

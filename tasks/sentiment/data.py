@@ -23,7 +23,7 @@ import tensorflow as tf
 from common import data as common_data
 from common.errors import DataError, UserError
 from common.wordpiece import WordPieceTokenizer, build_vocabulary, read_vocabulary
-from tasks.sentiment import corpus
+from tasks.sentiment import checkpoint, corpus
 
 VOCABULARY_FILE = "vocabulary.txt"
 # Post-training INT8 still needs pad-free calibration text: without QAT's
@@ -35,9 +35,9 @@ TEXT_COLUMNS = ("text", "sentence", "review", "content")
 LABEL_COLUMNS = ("label", "sentiment", "class", "target")
 DELIMITERS = (",", "\t", ";", "|")
 TABLE_EXTENSIONS = (".csv", ".tsv", ".txt")
-# A text is cut to this many characters per token of sequence length before
-# tokenising: enough for any real word, and a 10 MB cell costs no more than a
-# normal one.
+# A text is cut to this many characters per token of the tokenizer's length
+# (the length probe's, 256, when reading data) before tokenising: enough for
+# any real word, and a 10 MB cell costs no more than a long one.
 CHARS_PER_TOKEN = 20
 # Python's csv module refuses fields over 128 KiB by default; allow long
 # reviews but still catch a file whose quoting swallowed everything.
@@ -365,15 +365,10 @@ def vocabulary_for(cfg, train_texts):
     return build_vocabulary(train_texts, cfg.model.vocabulary_size), "learnt"
 
 
-def init_vocabulary_path(folder):
-    path = os.path.join(folder, "assets", "tokenizer", "vocabulary.txt")
-    if not os.path.isfile(path):
-        raise UserError(
-            f"--init {folder}: expected a keras-hub BERT preset folder with "
-            "assets/tokenizer/vocabulary.txt (download one with "
-            "keras_hub.models.BertBackbone.from_preset(...) on a connected "
-            "machine and save_to_preset)")
-    return path
+def init_vocabulary_path(init):
+    """The vocabulary file of `--init` (a preset folder or a keras-hub preset
+    name, see checkpoint.py)."""
+    return checkpoint.vocabulary_path(init)
 
 
 def tokenize_texts(tokenizer, texts, batch_size=512):
@@ -396,9 +391,162 @@ def _finish(ids, labels, cfg, training):
                               seed=cfg.run.seed, shuffle_buffer=max(len(labels), 1))
 
 
+# --- Class weights and the data summary ---------------------------------------
+
+def class_weights(option, train_counts, classes):
+    """`train.class_weight` -> one loss weight per class ([] for none)."""
+    option = option.strip()
+    if not option or option.lower() == "none":
+        return []
+    counts = np.asarray(train_counts, np.float64)
+    if option.lower() == "balanced":
+        # scikit-learn's class_weight="balanced": examples / (classes * count).
+        return [float(w) for w in counts.sum() / (len(counts) * np.maximum(counts, 1))]
+    try:
+        weights = [float(part) for part in option.split(",")]
+    except ValueError:
+        weights = None
+    if weights is None or len(weights) != len(classes) or min(weights) <= 0:
+        raise UserError(
+            f"train.class_weight={option!r}: expected 'balanced', '' (none) or "
+            f"{len(classes)} positive numbers, one per class in the order "
+            f"{', '.join(classes)} (e.g. {','.join(['1'] * len(classes))})")
+    return weights
+
+
+# Texts are also tokenised up to this many pieces (or twice the sequence
+# length) to measure their length; the model's own ids stop at
+# model.sequence_length. Longer texts count as this long.
+LENGTH_PROBE_TOKENS = 256
+
+
+def token_lengths(vocabulary, texts, sequence_length=0):
+    """Word pieces per text (without [CLS]/[SEP]), counted up to
+    max(LENGTH_PROBE_TOKENS, 2 * sequence_length) - 2."""
+    return tokenize_measured(WordPieceTokenizer(vocabulary, sequence_length or 3),
+                             texts)[2]
+
+
+def tokenize_measured(tokenizer, texts):
+    """Texts -> (ids [N, tokenizer.sequence_length], number truncated, length
+    of each text in pieces before truncation).
+
+    One pass with a longer tokenizer: the ids are its first pieces, exactly
+    what `tokenizer` gives (greedy WordPiece splits each word on its own, and
+    truncation keeps the first pieces), so measuring costs no second pass."""
+    length = max(LENGTH_PROBE_TOKENS, 2 * tokenizer.sequence_length)
+    probe = WordPieceTokenizer(tokenizer.vocabulary, length, tokenizer.lowercase)
+    long_ids, _ = tokenize_texts(probe, texts)
+    lengths = np.sum(long_ids != probe.pad_id, axis=1) - 2
+    room = tokenizer.sequence_length - 2
+    kept = np.minimum(lengths, room)
+    ids = np.full((len(texts), tokenizer.sequence_length), tokenizer.pad_id, np.int32)
+    ids[:, 0] = tokenizer.cls_id
+    pieces = long_ids[:, 1:room + 1].astype(np.int32)
+    ids[:, 1:room + 1] = np.where(np.arange(room)[None, :] < kept[:, None], pieces,
+                                  tokenizer.pad_id)
+    ids[np.arange(len(texts)), kept + 1] = tokenizer.sep_id
+    return ids, int(np.sum(lengths > room)), lengths
+
+
+def split_summary(ids, labels, lengths, truncated, tokenizer, classes):
+    """Examples per class, length in tokens, truncation and [UNK] rate."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(classes))
+    special = np.isin(ids, [tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id])
+    pieces = int(np.sum(~special))
+    return {
+        "examples": len(labels),
+        "per_class": {name: int(count) for name, count in zip(classes, counts)},
+        "tokens_median": float(np.median(lengths)) if len(lengths) else 0.0,
+        "tokens_p95": float(np.percentile(lengths, 95)) if len(lengths) else 0.0,
+        "tokens_max": int(np.max(lengths)) if len(lengths) else 0,
+        "truncated": int(truncated),
+        "unknown_token_rate": float(np.sum(ids == tokenizer.unk_id) / max(pieces, 1)),
+    }
+
+
+def _training_budget(cfg, train_examples):
+    from common import training
+
+    steps = cfg.train.steps_per_epoch or train_examples // cfg.train.batch_size
+    if not steps:
+        return {}
+    return {"steps_per_epoch": int(steps),
+            "epochs": training.epochs_for_budget(cfg.train, steps),
+            "pretrain_epochs": cfg.model.pretrain_epochs if not cfg.model.init else 0}
+
+
+def summary_notes(summary, cfg, classes):
+    """Sentences for report.md (which prints notes, not data_summary)."""
+    splits = summary["splits"]
+    counts = "; ".join(
+        f"{name} {part['examples']} ("
+        + ", ".join(f"{label} {count}" for label, count in part["per_class"].items()) + ")"
+        for name, part in splits.items())
+    train = splits["train"]
+    notes = [
+        f"data: {counts}.",
+        f"data: tokens per training text: median {train['tokens_median']:.0f}, 95th "
+        f"percentile {train['tokens_p95']:.0f}, longest {train['tokens_max']}; "
+        f"truncated at model.sequence_length={cfg.model.sequence_length}: "
+        + ", ".join(f"{name} {part['truncated']}" for name, part in splits.items())
+        + "; [UNK] share of test tokens "
+        f"{100 * splits['test']['unknown_token_rate']:.1f}%.",
+    ]
+    derived = summary["derived"]
+    if "suggested_sequence_length" in derived["sequence_length"]:
+        notes.append(
+            f"data: {100 * derived['sequence_length']['truncated_share']:.0f}% of the "
+            "training texts are truncated; --set model.sequence_length="
+            f"{derived['sequence_length']['suggested_sequence_length']} keeps 95% whole "
+            "(slower).")
+    weights = derived["class_weights"]
+    if weights["weights"]:
+        notes.append(f"data: class weights in the loss ({weights['option']}): "
+                     + ", ".join(f"{name} {value:.3g}"
+                                 for name, value in zip(classes, weights["weights"])) + ".")
+    elif weights["imbalance"] >= 3:
+        notes.append(
+            f"data: the largest class has {weights['imbalance']:.1f}x the training "
+            "examples of the smallest; --set train.class_weight=balanced weighs "
+            "them evenly in the loss.")
+    return notes
+
+
+def data_summary(texts, arrays, lengths, cut, tokenizer, cfg, vocabulary, origin,
+                 weights, train_counts):
+    splits = {name: split_summary(arrays[name][0], arrays[name][1], lengths[name],
+                                  cut[name], tokenizer, texts.classes)
+              for name in ("train", "val", "test")}
+    train_lengths = lengths["train"]
+    room = cfg.model.sequence_length - 2
+    truncated_share = float(np.mean(train_lengths > room)) if len(train_lengths) else 0.0
+    sequence = {"value": cfg.model.sequence_length, "truncated_share": truncated_share}
+    if truncated_share > 0.05:
+        # A multiple of 8 that holds 95% of the training texts whole.
+        wanted = int(np.percentile(train_lengths, 95)) + 2
+        sequence["suggested_sequence_length"] = int(-(-wanted // 8) * 8)
+    nonzero = [count for count in train_counts if count]
+    return {
+        "source": texts.source,
+        "classes": texts.classes,
+        "splits": splits,
+        "skipped_rows": texts.skipped[:5],
+        "derived": {
+            "vocabulary": {"size": len(vocabulary), "origin": origin},
+            "sequence_length": sequence,
+            "class_weights": {"option": cfg.train.class_weight, "weights": weights,
+                              "imbalance": float(max(nonzero) / min(nonzero))},
+            "training": _training_budget(cfg, len(texts.train)),
+        },
+    }
+
+
 def build_datasets(cfg):
     """Batched `(token_ids [batch, sequence_length] int32, label int32)`
-    splits and `info`: classes, vocabulary, counts and notes."""
+    splits, `info` (classes, vocabulary, counts, class weights) and
+    `summary` (examples per split and class, lengths in tokens, truncation,
+    [UNK] rate, skipped rows, derived settings)."""
     texts = load_text_splits(cfg)
     # Every row read is either an example of a split or a skipped bad row.
     rows_read = len(texts.train) + len(texts.val) + len(texts.test) + len(texts.skipped)
@@ -410,25 +558,27 @@ def build_datasets(cfg):
             raise DataError(f"{texts.source}: the {name} split is empty")
     vocabulary, origin = vocabulary_for(cfg, [text for text, _ in texts.train])
     tokenizer = WordPieceTokenizer(vocabulary, cfg.model.sequence_length)
-    arrays, truncated = {}, 0
+    arrays, cut, lengths = {}, {}, {}
     for name in ("train", "val", "test"):
         rows = getattr(texts, name)
-        ids, cut = tokenize_texts(tokenizer, [text for text, _ in rows])
+        split_texts = [text for text, _ in rows]
+        ids, cut[name], lengths[name] = tokenize_measured(tokenizer, split_texts)
         arrays[name] = (ids, [label for _, label in rows])
-        truncated += cut
+    truncated = sum(cut.values())
     train_counts = np.bincount(arrays["train"][1], minlength=len(texts.classes))
+    weights = class_weights(cfg.train.class_weight, train_counts, texts.classes)
     test_labels = np.asarray(arrays["test"][1])
     majority = int(train_counts.argmax())
+    summary = data_summary(texts, arrays, lengths, cut, tokenizer, cfg, vocabulary,
+                           origin, weights, train_counts)
     notes = [
         f"vocabulary: {len(vocabulary)} WordPiece tokens ({origin})",
         f"majority-class baseline: accuracy "
         f"{float(np.mean(test_labels == majority)):.4f} (always "
         f"{texts.classes[majority]!r})",
     ]
+    notes.extend(summary_notes(summary, cfg, texts.classes))
     notes.append(CALIBRATION_NOTE)
-    if truncated:
-        notes.append(f"{truncated} texts were longer than "
-                     f"{cfg.model.sequence_length} tokens and were truncated")
     if texts.skipped:
         notes.append(f"skipped {len(texts.skipped)} bad rows (first: "
                      f"{texts.skipped[0]})")
@@ -445,6 +595,7 @@ def build_datasets(cfg):
         "num_val": len(texts.val),
         "num_test": len(texts.test),
         "train_class_counts": train_counts.tolist(),
+        "class_weights": weights,
         "truncated": truncated,
         "skipped": len(texts.skipped),
         "notes": notes,
@@ -456,4 +607,5 @@ def build_datasets(cfg):
         info=info,
         notes=notes,
         skipped=len(texts.skipped),
+        summary=summary,
     )

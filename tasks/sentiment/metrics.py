@@ -129,9 +129,13 @@ def tfidf_logistic_predict_fn(splits, info, strengths=(0.3, 1.0, 3.0, 10.0)):
     val_ids, val_labels = _arrays(splits.val)
     train_features = vectorizer.fit_transform(list(train_ids))
     val_features = vectorizer.transform(list(val_ids))
+    # The same class weights as the model's loss (train.class_weight), so
+    # the comparison stays fair on skewed labels.
+    weights = info.get("class_weights")
+    class_weight = dict(enumerate(weights)) if weights else None
     best, best_accuracy = None, -1.0
     for strength in strengths:
-        classifier = LogisticRegression(C=strength, max_iter=2000)
+        classifier = LogisticRegression(C=strength, max_iter=2000, class_weight=class_weight)
         classifier.fit(train_features, train_labels)
         accuracy = float((classifier.predict(val_features) == val_labels).mean())
         if accuracy > best_accuracy:

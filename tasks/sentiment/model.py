@@ -1,8 +1,6 @@
 """BERT text classifier (keras-hub `BertBackbone`), its MLM pre-training
 model, and the TF Serving endpoints with the core-TF tokenizer inside."""
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -47,11 +45,12 @@ def build_backbone(cfg, info):
     import keras_hub
 
     if options.init:
-        if not os.path.isfile(os.path.join(options.init, "config.json")):
-            raise UserError(
-                f"--init {options.init}: not a keras-hub preset folder (expected "
-                "config.json, model.weights.h5 and assets/tokenizer/vocabulary.txt)")
-        backbone = keras_hub.models.BertBackbone.from_preset(options.init)
+        # A folder on disk, or a preset name resolved to its cached (or just
+        # downloaded) folder: from_preset never goes to the network itself.
+        from tasks.sentiment import checkpoint
+
+        backbone = keras_hub.models.BertBackbone.from_preset(
+            checkpoint.resolve(options.init))
         if options.sequence_length > backbone.max_sequence_length:
             raise UserError(
                 f"model.sequence_length={options.sequence_length} is longer than "
@@ -131,11 +130,45 @@ def build_mlm_model(backbone, cfg, max_predictions):
                        logits, name="bert_masked_lm")
 
 
+@keras.saving.register_keras_serializable(package="sentiment")
+class ClassWeightedCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels, each example scaled by its class's
+    weight (`train.class_weight`): on skewed labels the rare classes count
+    as much in the loss as the frequent ones. With label smoothing."""
+
+    def __init__(self, class_weights, label_smoothing=0.0, from_logits=True,
+                 name="class_weighted_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights = [float(w) for w in class_weights]
+        self.label_smoothing = float(label_smoothing)
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), [-1])
+        one_hot = keras.ops.one_hot(labels, len(self.class_weights))
+        losses = keras.losses.categorical_crossentropy(
+            one_hot, y_pred, from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing)
+        weights = keras.ops.take(keras.ops.convert_to_tensor(self.class_weights), labels)
+        return losses * keras.ops.cast(weights, losses.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(class_weights=self.class_weights,
+                      label_smoothing=self.label_smoothing, from_logits=self.from_logits)
+        return config
+
+
 def compile_args(cfg, info):
     from common.training import sparse_categorical_loss
 
+    weights = info.get("class_weights")
+    if weights:
+        loss = ClassWeightedCrossentropy(weights, cfg.train.label_smoothing)
+    else:
+        loss = sparse_categorical_loss(info["num_classes"], cfg.train.label_smoothing)
     return {
-        "loss": sparse_categorical_loss(info["num_classes"], cfg.train.label_smoothing),
+        "loss": loss,
         "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     }
 

@@ -16,13 +16,14 @@ import os
 import keras
 import tensorflow as tf
 
-from common import data as common_data, files, training
+from common import data as common_data
+from common import files, training
 from common.distill import Distiller, check_distillation_args
 from common.errors import UserError
 from common.training import FloatResult
+from common.wordpiece import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, write_vocabulary
 from tasks.sentiment import model as model_lib
 from tasks.sentiment.data import VOCABULARY_FILE
-from common.wordpiece import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, write_vocabulary
 
 
 def max_predictions(cfg):
@@ -106,8 +107,8 @@ def pretrain_mlm(model, splits, cfg, info, context):
 
 
 def load_teacher(cfg, info):
-    from common.artifacts import load_keras
     import tasks.sentiment as task
+    from common.artifacts import load_keras
 
     path = cfg.model.teacher
     if not os.path.isfile(path) or not path.endswith(".keras"):
@@ -142,9 +143,17 @@ def fit_float(model, splits, cfg, info, context):
     # The vocabulary goes beside model.keras: a student distilled from this
     # run, `predict` and `evaluate --data` tokenise with it.
     write_vocabulary(info["vocabulary"], os.path.join(context.run_dir, VOCABULARY_FILE))
-    if cfg.model.pretrain_epochs > 0:
+    notes = []
+    if cfg.model.pretrain_epochs > 0 and cfg.model.init:
+        # A downloaded checkpoint is already pre-trained on far more text.
+        notes.append(f"MLM pre-training skipped: the encoder starts from --init "
+                     f"{cfg.model.init}.")
+    elif cfg.model.pretrain_epochs > 0:
         pretrain_mlm(model, splits, cfg, info, context)
+        notes.append(f"MLM pre-training: {cfg.model.pretrain_epochs} epochs of masked-"
+                     "token prediction on the training text before fine-tuning "
+                     "(model.pretrain_epochs; 0 turns it off).")
     if cfg.model.teacher:
-        return FloatResult(distill(model, splits, cfg, info, context))
+        return FloatResult(distill(model, splits, cfg, info, context), notes)
     context.fit(model, splits, cfg, model_lib.compile_args(cfg, info), "float")
-    return FloatResult(model)
+    return FloatResult(model, notes)
