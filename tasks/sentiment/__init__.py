@@ -21,6 +21,10 @@ from tasks.sentiment.saved_run import evaluation_overrides
 from tasks.sentiment.training import fit_float
 
 NAME = "sentiment"
+# What --data accepts (listed by `python -m tasks`).
+DATA_SOURCES = ("synthetic: generated reviews with negation (built in)",
+                "glue/sst2 (TFDS)",
+                "PATH: a CSV / TSV file (text and label columns) or a folder of them")
 CLI_FLAGS = {
     "--init": "model.init",
     "--pretrain-epochs": "model.pretrain_epochs",
@@ -36,7 +40,7 @@ def custom_objects():
 
 
 __all__ = [
-    "NAME", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "NAME", "DATA_SOURCES", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "build_model", "build_serving_model", "compile_args",
     "score", "baseline_predict_fns", "save_samples",
     "fit_float", "custom_objects", "representative_dataset", "evaluation_overrides",
