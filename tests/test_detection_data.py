@@ -15,7 +15,7 @@ from common.config import from_preset
 from common.data import BadSampleCounter
 from common.errors import DataError
 from tasks.detection import Config, PRESETS, build_datasets, sources, synthetic
-from tasks.detection.data import tfds_example_to_pair
+from tasks.detection.data import choose_image_size, tfds_example_to_pair, training_budget
 
 
 def _config(**overrides):
@@ -97,14 +97,54 @@ def test_voc_folder_loads_boxes_in_pixel_edges(tmp_path):
     # VOC's 1-based inclusive xmin=5..xmax=24 covers pixel edges 4..24.
     np.testing.assert_allclose(records[1].boxes, [[4, 2, 24, 20]])
     assert records[1].classes.tolist() == [0] and records[0].classes.tolist() == [1]
+    # data.max_image_size=0: resized to model.image_size whatever the folder's size.
     splits = build_datasets(_config(data__source=root, data__val_fraction=0.2,
-                                    data__test_fraction=0.2))
+                                    data__test_fraction=0.2, data__max_image_size=0))
     images, targets = next(iter(splits.test))
     assert images.shape[1:] == (64, 64, 3)
     # Resized 40x30 -> 64x64: x * 1.6, y * 64/30.
     np.testing.assert_allclose(targets[0, 0, :4], [6.4, 2 * 64 / 30, 38.4, 20 * 64 / 30],
                                rtol=1e-5)
     assert targets[0, 1, 4] == -1
+    # By default the folder keeps its own size (40 px -> 32, the stride's
+    # multiple), and the summary says what it found and chose.
+    cfg = _config(data__source=root, data__val_fraction=0.2, data__test_fraction=0.2)
+    summary = build_datasets(cfg).summary
+    assert cfg.model.image_size == 32 == summary["derived"]["image_size"]
+    assert summary["examples"] == {"train": 6, "val": 2, "test": 2}
+    assert summary["image_sizes"] == {"40x30": 10}
+    boxes = summary["boxes"]["train"]
+    assert sum(boxes["boxes_per_class"].values()) == 6 and boxes["boxes_per_image"]["max"] == 1
+    assert boxes["box_width"]["median"] == pytest.approx(20 * 32 / 40)
+    assert summary["intensity"]["per_image_mean"]["min"] > 0
+    assert summary["derived"]["steps_per_epoch"] == 1  # 4 of 6 (mosaic's fours), one batch
+
+
+def test_a_folder_of_one_size_up_to_the_maximum_trains_at_that_size():
+    assert choose_image_size([(256, 256)] * 3, 128, 256) == (
+        256, "every image is 256x256: trained at that size (data.max_image_size=256)")
+    size, reason = choose_image_size([(200, 150)] * 2, 128, 256)
+    assert size == 192 and "square, a multiple of the stride 32" in reason
+    for sizes, maximum, why in (([(256, 256), (300, 200)], 256, "2 different sizes"),
+                                ([(640, 480)], 256, "larger than data.max_image_size=256"),
+                                ([(96, 96)], 0, "data.max_image_size=0")):
+        size, reason = choose_image_size(sizes, 128, maximum)
+        assert size == 128 and why in reason and "model.image_size=128" in reason
+
+
+def test_the_step_budget_sets_the_epochs_from_the_folder_size():
+    cfg = from_preset(Config, PRESETS, "default")
+    cfg.data.source = "my_folder"
+    # The built-in 3000 images: 187 steps an epoch keep the preset's 12 epochs.
+    assert training_budget(cfg, 3000)["epochs"] == 12
+    # Issue 13's 400-image folder (320 to train): 100 epochs, not 240 steps.
+    assert training_budget(cfg, 320) == {
+        "steps_per_epoch": 20, "batch_size": 16, "epochs": 100, "optimizer_steps": 2000,
+        "min_steps": 2000, "max_epochs": 100}
+    # Fewer training images than a batch: one batch of all of them.
+    assert training_budget(cfg, 10)["batch_size"] == 8  # mosaic takes them in fours
+    with pytest.raises(DataError, match="3 training images; mosaic needs at least 4"):
+        training_budget(cfg, 3)
 
 
 @pytest.mark.parametrize("xml, message, named_file", [

@@ -47,8 +47,10 @@ def test_report_follows_the_contract(run):
     assert report["primary_metric"] == "map50"
     assert set(report["metrics"]) >= {"float", "tflite_float", "int8", "baselines", "baseline"}
     assert "ptq_int8" not in report["metrics"]
-    assert set(report["metrics"]["baselines"]) == {"mean_box"}
-    assert report["metrics"]["baseline"]["name"] == "mean_box"
+    assert set(report["metrics"]["baselines"]) == {"mean_box", "otsu_components"}
+    # On clutter the classic Otsu + components detector beats a smoke model
+    # (0.239 vs about 0.15); the default preset beats it (0.846 vs 0.182).
+    assert report["metrics"]["baseline"]["name"] == "otsu_components"
     for key in ("map50", "map", "ap50_per_class"):
         assert key in report["metrics"]["int8"]
     assert report["stages"]["qat"]["finished"]
@@ -60,8 +62,8 @@ def test_smoke_run_learns(run):
     report, out = run
     metrics = report["metrics"]
     assert metrics["float"]["map50"] > 0.08
-    for name, scores in metrics["baselines"].items():
-        assert metrics["float"]["map50"] > 5 * scores["map50"], name
+    # Learning: far above the trivial baseline that sees no pixels.
+    assert metrics["float"]["map50"] > 5 * metrics["baselines"]["mean_box"]["map50"]
     with open(os.path.join(out, "stages", "float", "history.csv")) as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
     assert losses[-1] < 0.7 * losses[0]
@@ -81,7 +83,7 @@ def test_qat_int8_file_is_integer_small_and_scores_like_float(run):
     # QAT keeps float's quality: within 0.05 mAP@0.5 on 64 test images
     # (measured: float 0.155, QAT INT8 0.147, post-training INT8 0.151).
     assert abs(metrics["int8"]["map50"] - metrics["float"]["map50"]) < 0.05
-    assert metrics["int8"]["map50"] > 5 * metrics["baseline"]["map50"]
+    assert metrics["int8"]["map50"] > 5 * metrics["baselines"]["mean_box"]["map50"]
 
 
 def test_int8_nms_agrees_with_the_saved_model_nms(run):

@@ -110,6 +110,15 @@ def test_folder_source_converts_grey_and_rgba_and_splits_train_test(tmp_path):
     assert len(splits.info["train_images"]) + 1 == 5  # one held out for validation
     lr, hr = next(iter(splits.train_patches))
     assert lr.shape[-1] == 3 and hr.shape[-1] == 3
+    # The summary: photographs per split, their sizes, the smoke budget.
+    summary = splits.summary
+    assert summary["examples"] == {"train": 4, "val": 1, "test": 1}
+    assert summary["image_sizes"]["train"] == {"160x160": 4}
+    assert summary["intensity"]["greyscale_images"] == 1  # grey.png, stacked to RGB
+    derived = summary["derived"]
+    assert derived["steps_per_epoch"] == 64 // 8 and derived["optimizer_steps"] == 8
+    assert derived["crops_per_training_image"] == 16.0  # 8 steps of 8 crops, 4 images
+    assert any("crops at native resolution" in note for note in splits.notes)
 
 
 def test_bad_folders_give_one_line_errors_naming_the_file(tmp_path):

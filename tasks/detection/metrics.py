@@ -118,15 +118,24 @@ def class_statistics(dataset, num_classes):
 
 
 def baseline_predict_fns(splits, info):
-    """Every trivial baseline by name (scored by `score` like the model)."""
-    return {"mean_box": mean_box_predict_fn(splits, info)}
+    """Every baseline by name (scored by `score` like the model): the trivial
+    `mean_box` and the classic `otsu_components` (see its docstring)."""
+    return {"mean_box": mean_box_predict_fn(splits, info),
+            "otsu_components": otsu_components_predict_fn(splits, info)}
+
+
+def _unaugmented_training(splits):
+    """The training split as the model sees it before augmentation: the
+    fixed `calibration` split when the task built one, else `train`."""
+    calibration = getattr(splits, "calibration", None)
+    return calibration if calibration is not None else splits.train
 
 
 def mean_box_predict_fn(splits, info):
     """The trivial detector: every image gets each class's mean training box,
     scored by how frequent the class is. It sees no pixels."""
     num_classes = len(info["class_names"])
-    frequency, mean_boxes = class_statistics(splits.train, num_classes)
+    frequency, mean_boxes = class_statistics(_unaugmented_training(splits), num_classes)
     present = np.nonzero(frequency > 0)[0]
 
     def predict(images):
@@ -138,4 +147,136 @@ def mean_box_predict_fn(splits, info):
             "scores": np.repeat(frequency[present][None], batch, 0).astype(np.float32),
             "num_detections": np.full(batch, count, np.int64),
         }
+    return predict
+
+
+# --- The classic baseline: threshold, connected components, a small classifier
+
+# Training images the baseline learns its polarity and classifier from.
+CLASSIC_TRAIN_IMAGES = 300
+# A component matches a training box (and takes its class) at this IoU.
+CLASSIC_MATCH_IOU = 0.5
+_FEATURE_NAMES = ("log_area", "width", "height", "aspect", "extent", "mean", "std")
+
+
+def _grey(image):
+    return np.asarray(image, np.float32).mean(axis=-1)
+
+
+def _components(image, brighter):
+    """Per-image Otsu threshold, a 3x3 opening against specks, holes filled,
+    connected components: their boxes (xyxy) and region features."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    grey = _grey(image)
+    if grey.max() == grey.min():
+        return np.zeros((0, 4), np.float32), np.zeros((0, len(_FEATURE_NAMES)), np.float32)
+    level = threshold_otsu(grey)
+    foreground = grey > level if brighter else grey < level
+    foreground = ndimage.binary_fill_holes(ndimage.binary_opening(foreground, np.ones((3, 3))))
+    labels, _ = ndimage.label(foreground)
+    centre, spread = float(np.median(grey)), max(float(grey.std()), 1e-6)
+    boxes, features = [], []
+    for index, window in enumerate(ndimage.find_objects(labels), start=1):
+        if window is None:
+            continue
+        mask = labels[window] == index
+        rows, cols = window
+        width, height = cols.stop - cols.start, rows.stop - rows.start
+        values = grey[window][mask]
+        boxes.append([cols.start, rows.start, cols.stop, rows.stop])
+        features.append([np.log(mask.sum()), width, height, width / height,
+                         mask.sum() / (width * height), (values.mean() - centre) / spread,
+                         values.std() / spread])
+    return (np.array(boxes, np.float32).reshape(-1, 4),
+            np.array(features, np.float32).reshape(-1, len(_FEATURE_NAMES)))
+
+
+def _objects_are_brighter(pairs):
+    """Whether the labelled objects are brighter than the rest of their image
+    in most training images (then the threshold keeps the bright side)."""
+    votes = []
+    for image, (boxes, _) in pairs:
+        grey = _grey(image)
+        inside = np.zeros(grey.shape, bool)
+        for x1, y1, x2, y2 in np.round(boxes).astype(int):
+            inside[max(y1, 0):y2, max(x1, 0):x2] = True
+        if inside.any() and not inside.all():
+            votes.append(grey[inside].mean() > grey[~inside].mean())
+    return not votes or np.mean(votes) >= 0.5
+
+
+def otsu_components_predict_fn(splits, info, max_images=CLASSIC_TRAIN_IMAGES):
+    """The classic detector a practitioner tries first on objects that stand
+    out from their background (cells, coins, parts on a belt), as
+    CellProfiler's or ImageJ's "analyze particles" do: threshold each image
+    at its own Otsu level, take the connected components as objects, box
+    them, and name each with a classifier on its region measurements (size,
+    shape, brightness), here a random forest fitted on the components of the
+    training images matched to their labelled boxes (unmatched ones teach it
+    "no object"). Its score is the forest's probability of the class. It needs
+    no training of a network; a detector is only worth its cost if it beats
+    this. Which side of the threshold is "object" is learnt from the
+    training boxes."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tasks.detection.boxes import iou_matrix
+
+    num_classes = len(info["class_names"])
+    pairs = []
+    for images, targets in _unaugmented_training(splits):
+        for image, target in zip(np.asarray(images), np.asarray(targets)):
+            pairs.append((image, unpack_targets(target)))
+            if len(pairs) >= max_images:
+                break
+        if len(pairs) >= max_images:
+            break
+    brighter = _objects_are_brighter(pairs)
+    features, labels = [], []
+    for image, (truth_boxes, truth_classes) in pairs:
+        boxes, region_features = _components(image, brighter)
+        if not len(boxes):
+            continue
+        labels_here = np.full(len(boxes), num_classes)  # num_classes: no object
+        if len(truth_boxes):
+            overlaps = iou_matrix(boxes, truth_boxes)
+            best = overlaps.argmax(axis=1)
+            matched = overlaps.max(axis=1) >= CLASSIC_MATCH_IOU
+            labels_here[matched] = truth_classes[best[matched]]
+        features.append(region_features)
+        labels.append(labels_here)
+    classifier = None
+    if labels and len(np.unique(np.concatenate(labels))) > 1:
+        classifier = RandomForestClassifier(n_estimators=100, min_samples_leaf=2,
+                                            random_state=0)
+        classifier.fit(np.concatenate(features), np.concatenate(labels))
+
+    def classify(region_features):
+        """(classes, scores) of components; all "no object" without a classifier."""
+        if classifier is None or not len(region_features):
+            return (np.zeros(len(region_features), np.int64),
+                    np.zeros(len(region_features), np.float32))
+        probabilities = np.zeros((len(region_features), num_classes + 1))
+        probabilities[:, classifier.classes_] = classifier.predict_proba(region_features)
+        classes = probabilities[:, :num_classes].argmax(axis=1)
+        return classes, probabilities[np.arange(len(classes)), classes]
+
+    def predict(images):
+        found = []
+        for image in np.asarray(images):
+            boxes, region_features = _components(image, brighter)
+            classes, scores = classify(region_features)
+            keep = scores > 0
+            found.append((boxes[keep], classes[keep], scores[keep]))
+        width = max([len(boxes) for boxes, _, _ in found] + [1])
+        result = {"boxes": np.zeros((len(found), width, 4), np.float32),
+                  "classes": np.zeros((len(found), width), np.int64),
+                  "scores": np.zeros((len(found), width), np.float32),
+                  "num_detections": np.array([len(b) for b, _, _ in found], np.int64)}
+        for index, (boxes, classes, scores) in enumerate(found):
+            result["boxes"][index, :len(boxes)] = boxes
+            result["classes"][index, :len(boxes)] = classes
+            result["scores"][index, :len(boxes)] = scores
+        return result
     return predict

@@ -34,6 +34,9 @@ def run(argv=None):
                         help="lowest score drawn (default: postprocess.display_threshold)")
     args = parser.parse_args(argv)
     cfg, info, raw_fn = artifacts.load_for_predict(task, args)
+    # A run on a user's folder trains at the folder's own size (info.json).
+    cfg.model.image_size = info.get("image_size", cfg.model.image_size) if info \
+        else cfg.model.image_size
     if not info or "class_names" not in info:
         raise DataError(
             f"{args.model}: no info.json with class names beside the model")

@@ -239,6 +239,9 @@ class ImageSource:
     test_names: Optional[list] = None      # None: the names in test_images
     # Image files read (folder sources): the base of the skipped share.
     files_read: int = 0
+    # The uint8 training images in memory (None when streamed), for the
+    # data summary.
+    train_arrays: Optional[list] = None
 
     def names_of_test_images(self):
         if self.test_names is not None:
@@ -259,6 +262,7 @@ def builtin_source(cfg):
         val_images=named(BUILTIN_VAL),
         test_images=named(BUILTIN_TEST),
         train_names=list(BUILTIN_TRAIN),
+        train_arrays=[image for _, image in train],
         notes=["built-in data: scikit-image photographs; greyscale ones "
                f"({', '.join(n for n in BUILTIN_TRAIN if n in _GREY_BUILTINS)}) "
                "stacked to RGB for training; test photographs "
@@ -348,7 +352,7 @@ def folder_source(path, cfg, counter=None):
         train_images=_in_memory_dataset([image for _, image in splits["train"]]),
         val_images=splits["val"], test_images=splits["test"],
         train_names=[name for name, _ in splits["train"]], notes=notes,
-        files_read=files_read,
+        files_read=files_read, train_arrays=[image for _, image in splits["train"]],
     )
 
 
@@ -399,6 +403,94 @@ def image_source(cfg, counter=None):
         "high-resolution images (optionally with train/ and test/ subfolders)")
 
 
+# --- Summary -------------------------------------------------------------------
+
+def _spread(values):
+    values = np.asarray(values, np.float64)
+    return {"min": round(float(values.min()), 2), "median": round(float(np.median(values)), 2),
+            "max": round(float(values.max()), 2)}
+
+
+def image_sizes(images):
+    """{"WxH": count} of uint8 images."""
+    counts = {}
+    for image in images:
+        key = f"{image.shape[1]}x{image.shape[0]}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def intensity_statistics(images):
+    """Pixel statistics (0..255) of uint8 RGB images of any sizes."""
+    means, stds, grey = [], [], 0
+    for image in images:
+        pixels = np.asarray(image, np.float32)
+        means.append(pixels.mean())
+        stds.append(pixels.std())
+        grey += int((image[..., 0] == image[..., 1]).all()
+                    and (image[..., 1] == image[..., 2]).all())
+    return {"per_image_mean": _spread(means), "per_image_std": _spread(stds),
+            "greyscale_images": grey}
+
+
+def training_budget(cfg, train_images):
+    """What the PSNR stage will do: an epoch is `data.num_train` random crops
+    whatever the number of images, so the budget in optimizer steps is the
+    same for a folder of 5 photographs and one of 5,000."""
+    from common import training
+
+    steps = cfg.train.steps_per_epoch or cfg.data.num_train // cfg.train.batch_size
+    epochs = training.epochs_for_budget(cfg.train, steps)
+    budget = {"hr_patch_size": cfg.data.hr_patch_size,
+              "lr_patch_size": cfg.data.hr_patch_size // cfg.model.scale,
+              "crops_per_epoch": cfg.data.num_train, "steps_per_epoch": steps,
+              "epochs": epochs, "optimizer_steps": steps * epochs,
+              "tile_size": cfg.model.tile_size, "scale": cfg.model.scale}
+    if train_images:
+        budget["crops_per_training_image"] = round(
+            steps * epochs * cfg.train.batch_size / train_images, 1)
+    return budget
+
+
+def data_summary(cfg, source, num_val, num_test, skipped):
+    """The report's `data_summary`: images and tiles per split, image sizes,
+    intensity statistics and the training budget derived from them."""
+    summary = {"source": cfg.data.source, "skipped": skipped}
+    held_out = {"val": source.val_images, "test": source.test_images}
+    if source.train_arrays is None:  # streamed (DIV2K): no counts or statistics
+        summary["note"] = "streamed from TFDS: no image counts, sizes or statistics"
+        summary["tiles"] = {"val": num_val, "test": num_test}
+        summary["derived"] = training_budget(cfg, None)
+        return summary
+    summary["examples"] = {"train": len(source.train_arrays),
+                           **{split: len(images) for split, images in held_out.items()}}
+    summary["tiles"] = {"val": num_val, "test": num_test}
+    summary["image_sizes"] = {"train": image_sizes(source.train_arrays),
+                              **{split: image_sizes([image for _, image in images])
+                                 for split, images in held_out.items()}}
+    summary["intensity"] = intensity_statistics(source.train_arrays)
+    summary["derived"] = training_budget(cfg, len(source.train_arrays))
+    return summary
+
+
+def summary_notes(summary):
+    """Sentences for the report about what the data gave and what follows."""
+    derived = summary["derived"]
+    crops = (f"{derived['crops_per_epoch']} random {derived['hr_patch_size']}x"
+             f"{derived['hr_patch_size']} crops at native resolution an epoch: "
+             f"{derived['steps_per_epoch']} steps x {derived['epochs']} epochs = "
+             f"{derived['optimizer_steps']} optimizer steps whatever the number of images")
+    if "examples" not in summary:
+        return [f"data: {crops}."]
+    examples = summary["examples"]
+    sizes = summary["image_sizes"]["train"]
+    size_text = next(iter(sizes)) if len(sizes) == 1 else f"{len(sizes)} sizes"
+    return [f"data: {examples['train']} training images ({size_text}) / {examples['val']} "
+            f"validation / {examples['test']} test images ({summary['tiles']['test']} test "
+            f"tiles of {derived['tile_size']}x{derived['tile_size']} LR); {crops} "
+            f"(about {derived['crops_per_training_image']} crops per training image)."]
+
+
 # --- The task contract ----------------------------------------------------------
 
 def validate_data_config(cfg):
@@ -437,11 +529,13 @@ def build_datasets(cfg):
         # Held-out images too small for a tile are among the files read.
         counter.check_share(source.files_read, cfg.data.max_skipped_fraction,
                             cfg.data.source)
+    summary = data_summary(cfg, source, num_val, num_test, len(counter.skipped))
     notes = list(source.notes)
     if counter.skipped:
         notes.append(counter.summary())
     for note in notes:
         print(f"[super_resolution] note: {note}", file=sys.stderr)
+    notes += summary_notes(summary)
     info = {
         "scale": scale,
         "tile_size": tile,
@@ -452,7 +546,7 @@ def build_datasets(cfg):
         "train_images": source.train_names,
     }
     return SRSplits(train=train_tiles, val=val, test=test, info=info,
-                    notes=notes, skipped=len(counter.skipped),
+                    notes=notes, skipped=len(counter.skipped), summary=summary,
                     train_patches=train_patches,
                     calibration_images=source.train_images)
 
