@@ -152,8 +152,10 @@ def _compute_inventory(model):
         parts = _layer_macs(layer, timesteps, context_positions)
         for part, macs in parts:
             inventory[f"{path}:{part}"] = (layer, part, macs)
+        # A layer may declare itself a lookup (`quantization_lookup = True`).
         if (not parts and type(layer).__name__ not in NON_COMPUTE_CLASS_NAMES
-                and not isinstance(layer, keras.layers.Embedding)):
+                and not isinstance(layer, keras.layers.Embedding)
+                and not getattr(layer, "quantization_lookup", False)):
             own = [v for v in layer._trainable_variables + layer._non_trainable_variables
                    if len(v.shape) >= 2]
             if own:

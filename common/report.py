@@ -1,7 +1,8 @@
 """The run report: report.json (a contract other tools read), report.md, plots."""
 
-import json
 import os
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 
 import matplotlib
 
@@ -131,6 +132,8 @@ def write_markdown(report, path):
     pictures = report.get("pictures", [])
     if pictures:
         lines += ["", "## Pictures", ""]
-        lines += [f"![{os.path.basename(p)}]({p})" for p in pictures]
+        # Pictures are shown; other files a task writes (sample tables, WAVs) linked.
+        lines += [f"![{os.path.basename(p)}]({p})" if p.lower().endswith(IMAGE_SUFFIXES)
+                  else f"- [{os.path.basename(p)}]({p})" for p in pictures]
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -34,7 +34,7 @@ class FloatResult:
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step", "exponential")
+SCHEDULES = ("constant", "cosine", "step", "exponential", "inverse_sqrt")
 
 
 def gpu_available():
@@ -105,6 +105,23 @@ def configure(cfg):
     return make_strategy(cfg.run.strategy)
 
 
+@keras.saving.register_keras_serializable(package="common")
+class InverseSquareRootSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """"Attention Is All You Need" 5.3, normalised to its peak: a linear
+    warm-up to `peak` over `warmup_steps`, then peak * sqrt(warmup / step)."""
+
+    def __init__(self, peak, warmup_steps):
+        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32") + 1.0
+        warmup = float(self.warmup_steps)
+        return self.peak * keras.ops.minimum(step / warmup, keras.ops.sqrt(warmup / step))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
+
+
 def make_schedule(train_config, steps_per_epoch, learning_rate=None, epochs=None):
     learning_rate = train_config.learning_rate if learning_rate is None else learning_rate
     epochs = train_config.epochs if epochs is None else epochs
@@ -122,6 +139,8 @@ def make_schedule(train_config, steps_per_epoch, learning_rate=None, epochs=None
                 warmup_target=learning_rate, warmup_steps=warmup_steps,
             )
         return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
+    if name == "inverse_sqrt":
+        return InverseSquareRootSchedule(learning_rate, max(1, warmup_steps))
     if name == "step":
         boundaries = [int(total_steps * 0.5), int(total_steps * 0.75)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(

@@ -216,3 +216,14 @@ def test_fit_keeps_the_epoch_with_the_best_validation_score(tmp_path):
     assert logged["val_accuracy"] == pytest.approx([0.2, 0.9, 0.5, 0.1])
     with open(tmp_path / "best.weights.h5.json") as handle:
         assert json.load(handle) == {"value": 0.9, "epoch": 2, "monitor": "val_accuracy"}
+
+
+def test_inverse_square_root_schedule_warms_up_then_decays_as_the_paper():
+    from common.training import InverseSquareRootSchedule
+
+    schedule = InverseSquareRootSchedule(1e-3, warmup_steps=100)
+    rates = [float(schedule(step)) for step in (0, 49, 99, 399, 9999)]
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(1e-3)
+    # After the peak: proportional to 1 / sqrt(step).
+    assert rates[3] == pytest.approx(1e-3 * (100 / 400) ** 0.5, rel=1e-5)
+    assert rates[4] == pytest.approx(1e-4, rel=1e-5)
