@@ -40,7 +40,14 @@ def make_interpreter(path, num_threads=2, delegates=True):
                 resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with quiet.captured_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
         interpreter = cls(model_path=str(path), num_threads=num_threads, **kwargs)
-        interpreter.allocate_tensors()
+        try:
+            interpreter.allocate_tensors()
+        except RuntimeError:
+            # XNNPACK cannot build some int8 graphs (an unrolled int8 BiLSTM:
+            # "failed to create XNNPACK runtime"); the built-in kernels can.
+            if not delegates:
+                raise
+            return make_interpreter(path, num_threads, delegates=False)
     return interpreter
 
 

@@ -1,0 +1,288 @@
+"""Speech data: the built-in espeak-ng corpus, LJSpeech (TFDS) or an
+LJSpeech-format folder, turned into length-bucketed Tacotron batches.
+
+An LJSpeech-format folder holds `metadata.csv` (`id|text|normalized text`,
+no header, `|`-separated, no quoting) and `wavs/<id>.wav`. A row whose WAV is
+missing or unreadable is a DataError naming the row (or, with --skip-bad,
+counted and skipped); a WAV at another sample rate is resampled to
+`audio.sample_rate` (or rejected with `data.resample=false`).
+
+Batches are `({"text", "teacher_mel"}, {"mel", "mel_postnet", "stop", "alignment"})`:
+`teacher_mel` is the teacher-forcing input and `mel` the same frames as target; `alignment`'s target
+is the guided-attention weight matrix, zero outside each example's lengths.
+"""
+
+import os
+import random
+
+import numpy as np
+import tensorflow as tf
+
+from common import data as data_lib
+from common.data import BadSampleCounter, Splits
+from common.errors import DataError
+from tasks.tts import audio as audio_lib
+from tasks.tts import corpus
+from tasks.tts import text as text_lib
+
+# --- reading ------------------------------------------------------------------
+
+def read_metadata(folder):
+    """[(line number, id, text)] of `folder`/metadata.csv; malformed rows are
+    DataErrors naming the line."""
+    path = os.path.join(folder, "metadata.csv")
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: not a folder (expected an LJSpeech-format folder "
+                        "with metadata.csv and wavs/)")
+    if not os.path.exists(path):
+        raise DataError(f"{folder}: no metadata.csv (expected rows `id|text|normalized "
+                        "text` and WAV files in wavs/<id>.wav)")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n\r")
+            if not line.strip():
+                continue
+            fields = line.split("|")
+            if len(fields) < 2 or not fields[0].strip():
+                raise DataError(f"{path}:{number}: expected `id|text|normalized text`, "
+                                f"got {line[:60]!r}")
+            text = fields[2] if len(fields) > 2 and fields[2].strip() else fields[1]
+            if not text.strip():
+                raise DataError(f"{path}:{number}: row {fields[0]!r} has no text")
+            rows.append((number, fields[0].strip(), text.strip()))
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def load_folder(folder, audio, resample=True, counter=None, rows=None):
+    """[{id, text, waveform}] of an LJSpeech-format folder and the number of
+    files resampled."""
+    counter = counter or BadSampleCounter(False)
+    metadata = os.path.join(folder, "metadata.csv")
+    examples, resampled = [], 0
+    for number, name, text in rows if rows is not None else read_metadata(folder):
+        try:
+            path = data_lib.resolve_inside(os.path.join(folder, "wavs"), f"{name}.wav",
+                                           f"{metadata}:{number}")
+            try:
+                waveform, rate = audio_lib.read_wav(path)
+            except DataError as error:
+                raise DataError(f"{metadata}:{number}: {error}") from None
+            if rate != audio.sample_rate:
+                if not resample:
+                    raise DataError(
+                        f"{metadata}:{number}: {path} is {rate} Hz; expected "
+                        f"{audio.sample_rate} Hz (or set data.resample=true)")
+                waveform = audio_lib.resample(waveform, rate, audio.sample_rate)
+                resampled += 1
+            examples.append({"id": name, "text": text, "waveform": waveform})
+        except DataError as error:
+            counter.handle(error)
+    return examples, resampled
+
+
+def load_tfds(cfg, count):
+    """The first `count` LJSpeech utterances from TFDS (fails fast offline)."""
+    dataset = data_lib.tfds_load("ljspeech", split="train")
+    examples = []
+    for item in dataset.take(count):
+        waveform = item["speech"].numpy().astype(np.float32) / 32768.0
+        examples.append({"id": str(len(examples)),
+                         "text": item["text_normalized"].numpy().decode("utf-8"),
+                         "waveform": audio_lib.resample(waveform, 22050,
+                                                        cfg.audio.sample_rate)})
+    return examples
+
+
+# --- features and batches -------------------------------------------------------
+
+def trim_silence(waveform, sample_rate, threshold=0.01, margin_seconds=0.05):
+    """`waveform` without its leading and trailing silence (samples below
+    `threshold`), keeping a short margin: silence costs decoder steps."""
+    loud = np.flatnonzero(np.abs(waveform) > threshold)
+    if loud.size == 0:
+        return waveform
+    margin = int(margin_seconds * sample_rate)
+    return waveform[max(0, loud[0] - margin):loud[-1] + margin]
+
+
+def features(example, cfg):
+    """Symbol ids and log-mel frames (silence trimmed, padded with silence
+    to a multiple of the reduction factor) of one example."""
+    ids = np.asarray(text_lib.encode(example["text"], warn=False), np.int32)
+    waveform = trim_silence(example["waveform"], cfg.audio.sample_rate)
+    mel = audio_lib.log_mel(waveform, cfg.audio).numpy()
+    r = cfg.model.reduction
+    extra = (-len(mel)) % r
+    if extra:
+        mel = np.concatenate([mel, np.full([extra, mel.shape[1]], audio_lib.SILENCE,
+                                           np.float32)])
+    return ids, mel
+
+
+def guide_weights(text_lengths, steps, text_width, step_width, sigma):
+    """(B, step_width, text_width) guided-attention weights
+    1 - exp(-(s/S - t/T)^2 / (2 sigma^2)), zero outside each example's
+    S steps and T symbols: attention far from the diagonal costs more."""
+    text_lengths = tf.cast(text_lengths, tf.float32)[:, None, None]
+    steps = tf.cast(steps, tf.float32)[:, None, None]
+    s = tf.range(step_width, dtype=tf.float32)[None, :, None]
+    t = tf.range(text_width, dtype=tf.float32)[None, None, :]
+    weights = 1.0 - tf.exp(-tf.square(s / steps - t / text_lengths) / (2.0 * sigma ** 2))
+    inside = tf.logical_and(s < steps, t < text_lengths)
+    return tf.where(inside, weights, 0.0)
+
+
+def make_batch_fn(cfg):
+    r, sigma = cfg.model.reduction, cfg.model.guided_attention_sigma
+
+    def to_batch(ids, mel, text_length, frames):
+        steps = frames // r
+        step_width = tf.shape(mel)[1] // r
+        stop = tf.cast(tf.range(step_width)[None, :] >= (steps[:, None] - 1), tf.float32)
+        guide = guide_weights(text_length, steps, tf.shape(ids)[1], step_width, sigma)
+        return ({"text": ids, "teacher_mel": mel},
+                {"mel": mel, "mel_postnet": mel, "stop": stop, "alignment": guide})
+    return to_batch
+
+
+def _dataset(items, n_mels):
+    def generator():
+        for ids, mel in items:
+            yield ids, mel, np.int32(len(ids)), np.int32(len(mel))
+    return tf.data.Dataset.from_generator(generator, output_signature=(
+        tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, n_mels], tf.float32),
+        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)))
+
+
+PADDING = (np.int32(0), np.float32(audio_lib.SILENCE), np.int32(0), np.int32(0))
+
+
+def training_batches(items, cfg, seed=0):
+    """Shuffled batches grouped by length (`data.bucket_boundaries`, mel
+    frames), so short sentences are not padded to the longest."""
+    boundaries = [int(b) for b in cfg.data.bucket_boundaries.split(",") if b.strip()]
+    batch = cfg.train.batch_size
+    dataset = _dataset(items, cfg.audio.n_mels).cache().shuffle(
+        max(len(items), 1), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.bucket_by_sequence_length(
+        lambda ids, mel, text_length, frames: frames, boundaries,
+        [batch] * (len(boundaries) + 1), padding_values=PADDING, drop_remainder=False)
+    return dataset.map(make_batch_fn(cfg), num_parallel_calls=data_lib.AUTOTUNE) \
+        .prefetch(data_lib.AUTOTUNE)
+
+
+def fixed_batches(items, cfg, text_width, frame_width):
+    """Evaluation batches of one fixed shape, in the split's order."""
+    dataset = _dataset(items, cfg.audio.n_mels).padded_batch(
+        cfg.train.batch_size, padded_shapes=([text_width], [frame_width, cfg.audio.n_mels],
+                                             [], []), padding_values=PADDING)
+    return dataset.map(make_batch_fn(cfg)).cache().prefetch(data_lib.AUTOTUNE)
+
+
+# --- splits -----------------------------------------------------------------------
+
+def load_examples(cfg, counter):
+    """(train, val, test example lists, notes, source description)."""
+    source = cfg.data.source
+    notes = []
+    total = cfg.data.num_train + cfg.data.num_val + cfg.data.num_test
+    if source == "synthetic":
+        folder = corpus.builtin_corpus(total, cfg.data.voice, cfg.data.words_per_minute,
+                                       cfg.data.cache_dir)
+        examples, resampled = load_folder(folder, cfg.audio, True, counter)
+        notes.append(f"data: the built-in corpus, {total} sentences spoken by espeak-ng "
+                     f"(voice {cfg.data.voice}, {cfg.data.words_per_minute} words per "
+                     f"minute), cached in {folder}.")
+        n_train, n_val = cfg.data.num_train, cfg.data.num_val
+        return (examples[:n_train], examples[n_train:n_train + n_val],
+                examples[n_train + n_val:], notes)
+    if source == "ljspeech":
+        examples = load_tfds(cfg, total)
+    else:
+        rows = read_metadata(source)
+        examples, resampled = load_folder(source, cfg.audio, cfg.data.resample, counter,
+                                          rows)
+        counter.check_share(len(rows), cfg.data.max_skipped_fraction, source)
+        if resampled:
+            notes.append(f"data: {resampled} WAV files were resampled to "
+                         f"{cfg.audio.sample_rate} Hz.")
+    random.Random(cfg.run.seed).shuffle(examples)
+    n_test = max(1, round(len(examples) * cfg.data.test_fraction))
+    n_val = max(1, round(len(examples) * cfg.data.val_fraction))
+    if len(examples) < n_test + n_val + 1:
+        raise DataError(f"{source}: {len(examples)} usable utterances; need at least "
+                        f"{n_test + n_val + 1} for train, validation and test")
+    test, val, train = (examples[:n_test], examples[n_test:n_test + n_val],
+                        examples[n_test + n_val:])
+    return train[:cfg.data.num_train], val, test, notes
+
+
+def build_datasets(cfg):
+    counter = BadSampleCounter(cfg.run.skip_bad)
+    train, val, test, notes = load_examples(cfg, counter)
+    max_frames = cfg.model.max_decoder_steps * cfg.model.reduction
+    featured, dropped = {}, {}
+    for name, examples in (("train", train), ("val", val), ("test", test)):
+        kept, kept_examples = [], []
+        for example in examples:
+            try:
+                ids, mel = features(example, cfg)
+            except DataError as error:  # e.g. a WAV too short for one STFT frame
+                counter.handle(DataError(f"{cfg.data.source}: utterance {example['id']!r}: "
+                                         f"{error}"))
+                continue
+            if len(ids) > cfg.model.max_text_length or len(mel) > max_frames:
+                dropped[name] = dropped.get(name, 0) + 1
+                continue
+            kept.append((ids, mel))
+            kept_examples.append(example)
+        if not kept:
+            raise DataError(f"{cfg.data.source}: no {name} utterance fits the model "
+                            f"(model.max_text_length={cfg.model.max_text_length}, "
+                            f"model.max_decoder_steps={cfg.model.max_decoder_steps} x "
+                            f"reduction {cfg.model.reduction})")
+        featured[name] = (kept, kept_examples)
+    if dropped:
+        notes.append(f"data: utterances longer than the model's fixed shapes were left "
+                     f"out: {dropped}.")
+    train_items = featured["train"][0]
+    all_mels = np.concatenate([mel for _, mel in train_items])
+    info = {
+        "symbols": text_lib.SYMBOLS,
+        "sample_rate": cfg.audio.sample_rate,
+        "n_mels": cfg.audio.n_mels,
+        "reduction": cfg.model.reduction,
+        "max_text_length": cfg.model.max_text_length,
+        "max_decoder_steps": cfg.model.max_decoder_steps,
+        "mel_mean": all_mels.mean(axis=0).round(4).tolist(),
+        "num_test": len(featured["test"][0]),
+        "test_texts": [example["text"] for example in featured["test"][1]],
+    }
+    text_width = cfg.model.max_text_length
+
+    def frame_width(items):
+        return max(len(mel) for _, mel in items)
+
+    val_width = max(frame_width(featured["val"][0]), frame_width(featured["test"][0]))
+    splits = Splits(
+        train=training_batches(train_items, cfg, cfg.run.seed),
+        val=fixed_batches(featured["val"][0], cfg, text_width, val_width),
+        test=fixed_batches(featured["test"][0], cfg, text_width, val_width),
+        info=info, notes=notes, skipped=len(counter.skipped),
+        summary={
+            "utterances": {name: len(featured[name][0]) for name in featured},
+            "seconds": {name: round(sum(len(e["waveform"]) for e in featured[name][1])
+                                    / cfg.audio.sample_rate, 1) for name in featured},
+            "mean_frames": round(float(np.mean([len(m) for _, m in train_items])), 1),
+            "max_text_symbols": int(max(len(i) for i, _ in train_items)),
+        })
+    # Not JSON: the test utterances' own audio, for the reference-audio
+    # recognizer baseline.
+    splits.reference_audio = {text_lib.normalize(example["text"], warn=False):
+                              example["waveform"]
+                              for example in featured["test"][1]}
+    splits.train_items = train_items
+    return splits

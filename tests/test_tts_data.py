@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+
+from common import config
+from common.data import BadSampleCounter
+from common.errors import DataError, UserError
+from tasks.tts import PRESETS, Config, audio, corpus
+from tasks.tts import data as tts_data
+
+
+def _cfg(**overrides):
+    cfg = config.from_preset(Config, PRESETS, "smoke")
+    config.apply_overrides(cfg, overrides)
+    return cfg
+
+
+def _tone(seconds, rate, pitch=220.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.4 * np.sin(2 * np.pi * pitch * t)).astype(np.float32)
+
+
+def _folder(root, rows=8, rate=16000):
+    (root / "wavs").mkdir(parents=True)
+    lines = []
+    for index in range(rows):
+        name = f"LJ{index:03d}"
+        audio.write_wav(str(root / "wavs" / f"{name}.wav"), _tone(0.3 + 0.05 * index, rate),
+                        rate)
+        lines.append(f"{name}|Text {index}, raw|the text number {index}.")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_metadata_rows_use_the_normalized_text_and_read_every_wav(tmp_path):
+    folder = _folder(tmp_path / "set")
+    rows = tts_data.read_metadata(str(folder))
+    assert rows[0] == (1, "LJ000", "the text number 0.")
+    examples, resampled = tts_data.load_folder(str(folder), _cfg().audio)
+    assert len(examples) == 8 and resampled == 0
+    assert abs(len(examples[3]["waveform"]) - 0.45 * 16000) <= 1
+
+
+def test_malformed_row_missing_and_unreadable_wavs_name_the_line(tmp_path):
+    folder = _folder(tmp_path / "set")
+    with open(folder / "metadata.csv", "a") as handle:
+        handle.write("just one field\n")
+    with pytest.raises(DataError, match=r"metadata.csv:9: expected `id\|text"):
+        tts_data.read_metadata(str(folder))
+
+    folder = _folder(tmp_path / "other")
+    (folder / "wavs" / "LJ002.wav").unlink()
+    (folder / "wavs" / "LJ004.wav").write_bytes(b"RIFF not really a wav")
+    settings = _cfg().audio
+    with pytest.raises(DataError, match=r"metadata.csv:3: .*LJ002.wav: WAV file not found"):
+        tts_data.load_folder(str(folder), settings)
+    counter = BadSampleCounter(skip_bad=True)
+    examples, _ = tts_data.load_folder(str(folder), settings, counter=counter)
+    assert len(examples) == 6 and len(counter.skipped) == 2
+    assert "metadata.csv:5" in counter.skipped[1] and "unreadable WAV" in counter.skipped[1]
+
+
+def test_other_sample_rates_are_resampled_or_rejected(tmp_path):
+    folder = _folder(tmp_path / "set", rows=3, rate=22050)
+    settings = _cfg().audio
+    examples, resampled = tts_data.load_folder(str(folder), settings, resample=True)
+    assert resampled == 3 and abs(len(examples[0]["waveform"]) - 0.3 * 16000) <= 2
+    with pytest.raises(DataError, match="22050 Hz; expected 16000 Hz"):
+        tts_data.load_folder(str(folder), settings, resample=False)
+
+
+def test_folder_becomes_bucketed_training_batches_and_fixed_test_batches(tmp_path):
+    folder = _folder(tmp_path / "set", rows=24)
+    cfg = _cfg(**{"data.source": str(folder), "data.val_fraction": 0.1, "data.num_train": 100,
+                  "data.test_fraction": 0.1, "data.bucket_boundaries": "12,20"})
+    splits = tts_data.build_datasets(cfg)
+    assert splits.summary["utterances"] == {"train": 20, "val": 2, "test": 2}
+    r = cfg.model.reduction
+    for inputs, targets in splits.train:
+        frames = inputs["teacher_mel"].shape[1]
+        assert frames % r == 0 and targets["stop"].shape[1] == frames // r
+        assert targets["alignment"].shape[1:] == (frames // r, inputs["text"].shape[1])
+    inputs, targets = next(iter(splits.test))
+    assert inputs["text"].shape[1] == cfg.model.max_text_length
+    stop = targets["stop"].numpy()[0]
+    # the stop target turns on at the utterance's last step and stays on
+    first = int(np.argmax(stop))
+    assert stop[:first].sum() == 0 and stop[first:].min() == 1
+    assert set(splits.reference_audio) == {tts_data.text_lib.decode(ids)
+                                           for ids in inputs["text"].numpy()}
+
+
+def test_guide_weights_are_zero_on_the_diagonal_and_outside_the_lengths():
+    guide = tts_data.guide_weights(np.array([4]), np.array([8]), 6, 10, 0.2).numpy()[0]
+    assert guide.shape == (10, 6)
+    assert guide[0, 0] == 0 and guide[4, 2] == pytest.approx(0.0)
+    assert guide[7, 0] > 0.9 and guide[0, 3] > 0.9
+    assert guide[8:].sum() == 0 and guide[:, 4:].sum() == 0
+
+
+def test_missing_synthesizer_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="apt-get install espeak-ng"):
+        corpus.builtin_corpus(4, cache_dir="/nonexistent")
+
+
+def test_builtin_corpus_is_generated_once_and_cached(tmp_path):
+    folder = corpus.builtin_corpus(3, cache_dir=str(tmp_path), progress=False)
+    rows = tts_data.read_metadata(folder)
+    assert [text for _, _, text in rows] == corpus.sentences(3)
+    stamp = (tmp_path / folder / "wavs" / "SYN-00000.wav").stat().st_mtime
+    assert corpus.builtin_corpus(3, cache_dir=str(tmp_path), progress=False) == folder
+    assert (tmp_path / folder / "wavs" / "SYN-00000.wav").stat().st_mtime == stamp
+    waveform, rate = audio.read_wav(f"{folder}/wavs/SYN-00001.wav")
+    assert rate == 22050 and np.abs(waveform).max() > 0.1

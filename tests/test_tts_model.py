@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from common import config
+from tasks.tts import PRESETS, Config, inference, text
+from tasks.tts import model as tts_model
+
+
+def _cfg(**overrides):
+    cfg = config.from_preset(Config, PRESETS, "smoke")
+    config.apply_overrides(cfg, {"model.max_text_length": 24, "model.max_decoder_steps": 12,
+                                 **overrides})
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained_free_model():
+    """A random smoke-sized model without pre-net dropout (deterministic) and its parts."""
+    cfg = _cfg(**{"model.prenet_dropout": 0.0})
+    model = tts_model.build_model(cfg)
+    return cfg, model, tts_model.edge_model(model, cfg)
+
+
+def _raw(edge):
+    from common import artifacts
+    return {key: artifacts.keras_raw_fn(part) for key, part in edge.items()}
+
+
+def test_attention_ignores_padding_and_sums_to_one(trained_free_model):
+    cfg, _, edge = trained_free_model
+    synthesizer = inference.Synthesizer(_raw(edge), cfg)
+    encoded = synthesizer.encode(text.encode("a cat."))
+    length = len(text.encode("a cat."))
+    assert encoded["mask"][0].sum() == length
+    # padded encoder outputs are zero, so padding carries nothing into the context
+    assert np.abs(encoded["memory"][0, length:]).max() == 0
+    _, _, alignment = synthesizer.decode(encoded, teacher_mel=np.zeros((9, 80), np.float32))
+    assert alignment.shape == (3, cfg.model.max_text_length)
+    assert np.abs(alignment[:, length:]).max() < 1e-6
+    np.testing.assert_allclose(alignment.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_edge_parts_reproduce_the_teacher_forced_training_model(trained_free_model):
+    cfg, model, edge = trained_free_model
+    ids = np.asarray(text.encode("the dog ran."), np.int32)
+    padded = np.zeros((1, cfg.model.max_text_length), np.int32)
+    padded[0, :len(ids)] = ids
+    rng = np.random.default_rng(0)
+    frames = 10 * cfg.model.reduction
+    mel = rng.uniform(-4, 0, (1, frames, 80)).astype(np.float32)
+    expected = model({"text": padded, "teacher_mel": mel}, training=False)
+    result = inference.Synthesizer(_raw(edge), cfg).synthesize(ids, teacher_mel=mel[0])
+    np.testing.assert_allclose(result["mel"], np.asarray(expected["mel"])[0], atol=2e-4)
+    # The post-net's 5 convolutions (kernel 5) see 10 frames either side: the
+    # edge pads the end with silence, the training graph with zeros, so only
+    # frames more than 10 from the end must agree.
+    inner = frames - 2 * cfg.model.postnet_layers - 1
+    np.testing.assert_allclose(result["mel_postnet"][:inner],
+                               np.asarray(expected["mel_postnet"])[0, :inner], atol=2e-4)
+    stop = 1 / (1 + np.exp(-np.asarray(expected["stop"])[0]))
+    np.testing.assert_allclose(result["stop"], stop, atol=1e-4)
+    np.testing.assert_allclose(result["alignment"],
+                               np.asarray(expected["alignment"])[0, :, :len(ids)], atol=1e-4)
+
+
+def _fake_parts(cfg, stop_at=None):
+    """Raw functions shaped like the real parts; the stop logit turns high at `stop_at`."""
+    m = cfg.model
+    calls = []
+
+    def encode(inputs):
+        mask = (inputs["text"] > 0).astype(np.float32)
+        width = m.max_text_length
+        return [np.zeros((1, width, 2 * m.encoder_lstm_units), np.float32),
+                np.zeros((1, width, m.attention_dim), np.float32), mask]
+
+    def decode_step(inputs):
+        calls.append(inputs["frame"].copy())
+        step = len(calls) - 1
+        frames = np.full((1, m.reduction * 80), float(step), np.float32)
+        stop = np.array([[10.0 if stop_at is not None and step >= stop_at else -10.0]])
+        states = [inputs[name] for name in inference.STATE_NAMES]
+        return [frames, stop] + states
+
+    def postnet(inputs):
+        return inputs["mel"]
+    return {"encode": encode, "decode_step": decode_step, "postnet": postnet}, calls
+
+
+def test_free_running_stops_at_the_stop_token_or_the_step_budget():
+    cfg = _cfg()
+    parts, calls = _fake_parts(cfg, stop_at=4)
+    result = inference.Synthesizer(parts, cfg).synthesize(text.encode("hello"))
+    assert len(calls) == 5 and len(result["mel"]) == 5 * cfg.model.reduction
+    # each step is fed the last frame the previous step predicted (a silent go frame first)
+    assert calls[0].max() == -5.0 and calls[3].max() == 2.0
+    parts, calls = _fake_parts(cfg, stop_at=None)
+    result = inference.Synthesizer(parts, cfg).synthesize(text.encode("hello"))
+    assert len(calls) == cfg.model.max_decoder_steps
+
+
+def test_text_longer_than_the_encoder_is_refused():
+    cfg = _cfg()
+    parts, _ = _fake_parts(cfg)
+    with pytest.raises(text.TextTooLongError, match="at most 24"):
+        inference.Synthesizer(parts, cfg).encode(text.encode("x" * 30))
+
+
+def test_guided_attention_loss_prefers_the_diagonal():
+    from tasks.tts.data import guide_weights
+    guide = guide_weights(np.array([8]), np.array([8]), 8, 8, 0.2).numpy()
+    diagonal = np.eye(8, dtype=np.float32)[None]
+    anti = np.eye(8, dtype=np.float32)[::-1][None]
+    on = float(np.asarray(tts_model.guided_attention_loss(guide, diagonal)).mean())
+    off = float(np.asarray(tts_model.guided_attention_loss(guide, anti)).mean())
+    assert on < 0.01 and off > 0.5
