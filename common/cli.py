@@ -132,6 +132,9 @@ def parse_export_args(task, argv=None):
     parser.add_argument("--export-dir", default=None, help="TF Serving root (default: the run's)")
     parser.add_argument("--out", default=None, help="folder for the .tflite files "
                         "(default: beside the model)")
+    parser.add_argument("--mobile", action="store_true",
+                        help="also write model_mobile.tflite (MediaPipe Tasks metadata) "
+                        "from the run's model_qat.keras")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if not args.model.endswith(".keras"):

@@ -79,6 +79,9 @@ class ExportConfig:
     post_training_int8: bool = True
     # Examples timed for the latency figures in the report.
     latency_samples: int = 30
+    # Also write model_mobile.tflite (the QAT INT8 model with MediaPipe Tasks
+    # metadata) for tasks that have one, when MediaPipe is installed.
+    mobile: bool = True
     # Name the five layers with the largest INT8 error (LiteRT's quantization
     # debugger on the post-training export; it converts the model once more).
     debug_layers: bool = True

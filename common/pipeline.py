@@ -277,6 +277,8 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
             outputs["notes"] += previous["notes"]
     if "tflite_ptq_int8" in outputs["artifacts"] and qat_model is not None:
         ship_better_int8(task, cfg, splits, run, outputs)
+    if cfg.export.mobile and qat_model is not None and _optional(task, "MOBILE", None):
+        export_mobile(task, cfg, splits.info, qat_model, representative, run, outputs)
 
     _say(task, "exporting SavedModel for TF Serving")
     with quiet.captured_stderr(cfg.run.verbose):
@@ -285,6 +287,45 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
     outputs["saved_model_dir"] = os.path.abspath(saved_model_dir)
     run.record("export", time.time() - phase, outputs)
     return outputs
+
+
+def export_mobile(task, cfg, info, qat_model, representative, run, outputs, required=False):
+    """`model_mobile.tflite`: the QAT INT8 model with MediaPipe Tasks metadata
+    (labels, normalisation, tokenizer), written by the task's `MOBILE` module.
+    Without MediaPipe a training run notes how to install it; `export
+    --mobile` (`required`) stops with that message."""
+    from common import mobile as mobile_lib
+    from common.errors import UserError
+
+    module = task.MOBILE
+    step = "export:tflite_mobile"
+    previous = run.finished(step)
+    if not (previous and os.path.exists(run.file(module.FILE_NAME))):
+        try:
+            mobile_lib.require_mediapipe()
+        except UserError:
+            if required:
+                raise
+            outputs["notes"].append(f"no mobile file: {mobile_lib.INSTALL_HINT}.")
+            return
+        _say(task, "exporting the mobile file (MediaPipe Tasks metadata)")
+        started = time.time()
+        with quiet.captured_stderr(cfg.run.verbose):
+            module.export_mobile(qat_model, info, run.file(module.FILE_NAME), representative)
+            previous = {"ops": export.tflite_op_report(run.file(module.FILE_NAME))}
+        run.record(step, time.time() - started, previous)
+    outputs["artifacts"]["tflite_mobile"] = module.FILE_NAME
+    outputs["int8_ops"]["tflite_mobile"] = previous["ops"]
+
+
+def score_mobile(task, cfg, splits, artifacts, run):
+    """The mobile file scored through MediaPipe's own Tasks API."""
+    module = task.MOBILE
+    predict = module.predict_fn(run.file(artifacts["tflite_mobile"]), splits.info)
+    try:
+        return task_score(task)(predict, module.scoring_dataset(splits, cfg), splits.info)
+    finally:
+        predict.close()
 
 
 def export_serving(task, cfg, model, info, export_dir):
@@ -354,6 +395,9 @@ def evaluate_models(task, cfg, splits, edge, artifacts, run):
     for name in predict_fns:
         _say(task, f"evaluating {name}")
         metrics[name] = score(predict_fns[name], test, info)
+    if "tflite_mobile" in artifacts and _optional(task, "MOBILE", None):
+        _say(task, "evaluating mobile (through MediaPipe Tasks)")
+        metrics["mobile"] = score_mobile(task, cfg, splits, artifacts, run)
     metrics["baselines"] = {name: score(fn, test, info)
                             for name, fn in task.baseline_predict_fns(splits, info).items()}
     best = strongest_baseline(metrics["baselines"], task.PRIMARY_METRIC,
@@ -597,5 +641,27 @@ def run_export(task, argv=None):
         ops = export.convert_to_tflite(edge, written["tflite_ptq_int8"], representative)
         written["saved_model"] = export_serving(task, cfg, model, splits.info,
                                                 args.export_dir or cfg.run.export_dir)
+    if args.mobile:
+        written.update(export_mobile_command(task, cfg, splits, args, representative, out))
     print(json.dumps({"written": written, "int8_ops": ops}, indent=2))
     return written
+
+
+def export_mobile_command(task, cfg, splits, args, representative, out):
+    """`export MODEL --mobile`: the mobile file from the run's QAT model."""
+    from common.errors import UserError
+
+    if not _optional(task, "MOBILE", None):
+        raise UserError(f"{task.NAME} has no mobile export (no MediaPipe Tasks API fits it)")
+    qat_path = os.path.join(os.path.dirname(os.path.abspath(args.model)), "model_qat.keras")
+    if not os.path.exists(qat_path):
+        raise UserError(f"{qat_path}: not found; the mobile file is the QAT model, trained "
+                        "with QAT on (the default)")
+    qat_model = artifacts_lib.load_keras(task, qat_path)
+    path = os.path.join(out, task.MOBILE.FILE_NAME)
+    with quiet.captured_stderr(args.verbose):
+        from common import mobile as mobile_lib
+
+        mobile_lib.require_mediapipe()
+        task.MOBILE.export_mobile(qat_model, splits.info, path, representative)
+    return {"tflite_mobile": path}

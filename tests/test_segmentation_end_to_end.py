@@ -197,3 +197,16 @@ def test_resume_of_a_finished_run_skips_every_stage(run, capsys):
     assert after == before
     assert sorted(os.listdir(os.path.join(export_dir, "segmentation"))) == versions
     assert again["metrics"]["int8"] == report["metrics"]["int8"]
+
+
+def test_mobile_file_scores_through_mediapipe_like_the_qat_file(run):
+    report, out, _ = run
+    assert report["artifacts"]["tflite_mobile"] == "model_mobile.tflite"
+    assert os.path.exists(os.path.join(out, "model_mobile.tflite"))
+    ops = report["int8_ops"]["tflite_mobile"]
+    assert ops["float_compute_ops"] == []
+    metrics = report["metrics"]
+    qat = metrics.get("qat_int8", metrics["int8"])
+    # Scored by MediaPipe's ImageSegmenter on the same test split (issue 14's
+    # budget: Dice within 0.005 of the INT8 file).
+    assert abs(metrics["mobile"]["dice"] - qat["dice"]) <= 0.005

@@ -7,13 +7,15 @@ from tasks.segmentation.model import build_model, build_serving_model, compile_a
 from tasks.segmentation.samples import save_samples
 
 NAME = "segmentation"
+# The MediaPipe Tasks file (model_mobile.tflite): export, scoring through MediaPipe.
+from tasks.segmentation import mobile as MOBILE  # noqa: E402
 # What --data accepts (listed by `python -m tasks`).
 DATA_SOURCES = ("synthetic: shapes on noisy textures, exact masks (built in)",
                 "oxford_iiit_pet (TFDS)",
                 "PATH: a folder with images/ and same-named PNG masks/")
 
 __all__ = [
-    "NAME", "DATA_SOURCES", "Config", "PRESETS", "PRIMARY_METRIC", "build_datasets",
+    "NAME", "DATA_SOURCES", "MOBILE", "Config", "PRESETS", "PRIMARY_METRIC", "build_datasets",
     "build_model", "build_serving_model", "compile_args", "score",
     "baseline_predict_fns", "save_samples",
 ]

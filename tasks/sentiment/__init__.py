@@ -21,6 +21,8 @@ from tasks.sentiment.saved_run import evaluation_overrides
 from tasks.sentiment.training import fit_float
 
 NAME = "sentiment"
+# The MediaPipe Tasks file (model_mobile.tflite): export, scoring through MediaPipe.
+from tasks.sentiment import mobile as MOBILE  # noqa: E402
 # What --data accepts (listed by `python -m tasks`).
 DATA_SOURCES = ("synthetic: generated reviews with negation (built in)",
                 "glue/sst2 (TFDS)",
@@ -40,7 +42,7 @@ def custom_objects():
 
 
 __all__ = [
-    "NAME", "DATA_SOURCES", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
+    "NAME", "DATA_SOURCES", "MOBILE", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "build_model", "build_serving_model", "compile_args",
     "score", "baseline_predict_fns", "save_samples",
     "fit_float", "custom_objects", "representative_dataset", "evaluation_overrides",
