@@ -41,8 +41,14 @@ def keras_raw_fn(model):
     """`inputs -> outputs` in numpy through the model's compiled predict
     function (an eager call is about 18x slower on the detection model, and
     the validation score runs every epoch)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    # predict_on_batch returns one replica's share of a batch under a
+    # mirrored strategy (Keras 3.15): call the model there.
+    replicated = strategy is not None and strategy.num_replicas_in_sync > 1
+
     def raw(inputs):
-        outputs = model.predict_on_batch(inputs)
+        outputs = model(inputs, training=False) if replicated else \
+            model.predict_on_batch(inputs)
         return keras.tree.map_structure(lambda t: np.asarray(t), outputs)
     return raw
 

@@ -97,11 +97,14 @@ def table_row(name, report, run_dir, peak_mib, wall):
     metrics = report["metrics"]
     baseline = metrics.get("baseline") or {}
     sizes, latency = report["sizes_bytes"], report["latency_ms"]
+    qat_ran = "qat" in report.get("stages", {})
     return {
         "task": name, "primary metric": primary,
         "float": _primary(metrics, "float", primary),
-        "PTQ INT8": _primary(metrics, "ptq_int8", primary),
-        "QAT INT8": _primary(metrics, "qat_int8", primary) or _primary(metrics, "int8", primary),
+        # Without a QAT stage, metrics.int8 is the post-training file.
+        "PTQ INT8": _primary(metrics, "ptq_int8" if qat_ran else "int8", primary),
+        "QAT INT8": (_primary(metrics, "qat_int8", primary) or _primary(metrics, "int8", primary)
+                     if qat_ran else None),
         "baseline": baseline.get(primary), "baseline name": baseline.get("name"),
         "float .tflite KB": sizes.get("tflite_float", 0) / 1024,
         "INT8 .tflite KB": sizes.get("tflite_int8", 0) / 1024,
@@ -152,14 +155,14 @@ def chart(rows, path):
     plt.close(figure)
 
 
-def benchmark(names, preset, out):
+def benchmark(names, preset, out, extra=()):
     os.makedirs(out, exist_ok=True)
     work = os.path.join(out, f"runs-{preset}-{os.getpid()}")
     os.makedirs(work, exist_ok=True)
     rows = []
     for name in names:
         print(f"[benchmark] {name} ({preset})", flush=True)
-        report, run_dir, peak, wall = run_task(name, preset, work)
+        report, run_dir, peak, wall = run_task(name, preset, work, extra)
         rows.append(table_row(name, report, run_dir, peak, wall))
         print(markdown(rows[-1:], preset).splitlines()[-1], flush=True)
     stem = os.path.join(out, f"suite-{preset}")
@@ -179,6 +182,8 @@ def main(argv=None):
     bench.add_argument("--tasks", nargs="+", default=None, help="default: every task")
     bench.add_argument("--preset", default="smoke")
     bench.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    bench.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="passed to every task's train command")
     args = parser.parse_args(argv)
     if args.command != "benchmark":
         list_tasks()
@@ -187,5 +192,6 @@ def main(argv=None):
     unknown = [name for name in (args.tasks or []) if name not in known]
     if unknown:
         parser.error(f"unknown task(s) {unknown}; expected some of {known}")
-    benchmark(args.tasks or known, args.preset, args.out)
+    extra = [part for override in args.overrides for part in ("--set", override)]
+    benchmark(args.tasks or known, args.preset, args.out, extra)
     return 0

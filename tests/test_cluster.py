@@ -57,7 +57,9 @@ def test_multi_worker_strategy_checks_tf_config_first(monkeypatch):
 def _dice(tmp_path, name, *extra):
     out = tmp_path / name
     subprocess.run([sys.executable, "-m", "tasks.segmentation.train", "--preset", "smoke",
-                    "--no-qat", "--out", str(out), "--export-dir", str(tmp_path / "sm"),
+                    "--no-qat", "--set", "export.debug_layers=false",
+                    "--set", "export.latency_samples=3",
+                    "--out", str(out), "--export-dir", str(tmp_path / "sm"),
                     *extra], cwd=ROOT, check=True, capture_output=True, timeout=900)
     report = json.loads((out / "report.json").read_text())
     return report["metrics"]["float"]["dice"], report["metrics"]["baseline"]["dice"]

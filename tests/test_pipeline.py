@@ -41,7 +41,7 @@ def test_the_better_int8_file_ships_as_model_int8(tmp_path, monkeypatch):
     (tmp_path / "run" / "model_int8.tflite").write_bytes(b"qat")
     (tmp_path / "run" / "model_ptq_int8.tflite").write_bytes(b"ptq")
     validation_scores = {b"qat": 0.70, b"ptq": 0.75}  # QAT lost on validation
-    monkeypatch.setattr(pipeline.litert, "LiteRTModel", lambda path: open(path, "rb").read())
+    monkeypatch.setattr(pipeline.litert, "load", lambda path: open(path, "rb").read())
     task = types.SimpleNamespace(__name__="fake", PRIMARY_METRIC="dice")
     monkeypatch.setattr(pipeline, "task_score",
                         lambda _: lambda content, data, info: {"dice": validation_scores[content]})
