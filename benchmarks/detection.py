@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from common import litert  # noqa: E402
+from common import report as report_lib  # noqa: E402
 from tasks.detection import postprocess, synthetic, train  # noqa: E402
 
 NAMES = ("float", "int8 (QAT)", "int8 (PTQ)")
@@ -33,14 +34,8 @@ NAMES = ("float", "int8 (QAT)", "int8 (PTQ)")
 
 def tflite_files(report):
     """{"float" | "int8 (QAT)" | "int8 (PTQ)": file name} from a run report."""
-    artifacts = report["artifacts"]
-    files = {"float": artifacts["tflite_float"]}
-    if "tflite_ptq_int8" in artifacts:  # QAT on: both INT8 files exist
-        files["int8 (QAT)"] = artifacts.get("tflite_qat_int8", artifacts["tflite_int8"])
-        files["int8 (PTQ)"] = artifacts["tflite_ptq_int8"]
-    else:
-        files["int8 (PTQ)"] = artifacts["tflite_int8"]
-    return files
+    return {dict(zip(("float", "qat_int8", "ptq_int8"), NAMES))[key]: name
+            for key, name in report_lib.tflite_files(report).items()}
 
 
 def frames_per_second(run_dir, files, rounds=7, calls_per_round=30):

@@ -30,22 +30,10 @@ import numpy as np  # noqa: E402
 
 import tasks.super_resolution as task  # noqa: E402
 from common import cli, litert  # noqa: E402
+from common import report as report_lib  # noqa: E402
 from tasks.super_resolution import data, train  # noqa: E402
 from tasks.super_resolution.metrics import image_scores  # noqa: E402
 from tasks.super_resolution.tiling import upscale_tiled  # noqa: E402
-
-
-def tflite_files(report):
-    """{"float" | "qat_int8" | "ptq_int8": file name} from a run report
-    (`model_int8.tflite` is whichever INT8 file won on validation)."""
-    artifacts = report["artifacts"]
-    files = {"float": artifacts["tflite_float"]}
-    if "tflite_ptq_int8" in artifacts:  # QAT on: both INT8 files exist
-        files["qat_int8"] = artifacts.get("tflite_qat_int8", artifacts["tflite_int8"])
-        files["ptq_int8"] = artifacts["tflite_ptq_int8"]
-    else:
-        files["ptq_int8"] = artifacts["tflite_int8"]
-    return files
 
 
 def litert_latency(run_dir, tile, files, rounds=7, calls_per_round=10):
@@ -119,7 +107,7 @@ def main():
         train_wall_seconds = time.time() - started
     report = json.load(open(os.path.join(run_dir, "report.json")))
     cfg = cli.load_config(task, os.path.join(run_dir, "config.json"))
-    files = tflite_files(report)
+    files = report_lib.tflite_files(report)
     latency = litert_latency(run_dir, cfg.model.tile_size, files)
     keys = {value: key for key, value in report["artifacts"].items()}
     requantize = {name: report.get("quantization", {}).get(keys[path], {}).get(

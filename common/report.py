@@ -137,3 +137,17 @@ def write_markdown(report, path):
                   else f"- [{os.path.basename(p)}]({p})" for p in pictures]
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def tflite_files(report):
+    """{"float" | "qat_int8" | "ptq_int8": file name} of a run report's
+    LiteRT files (the QAT file may have lost to post-training and be kept
+    as `tflite_qat_int8`; without QAT the INT8 file is post-training)."""
+    artifacts = report["artifacts"]
+    files = {"float": artifacts["tflite_float"]}
+    if "tflite_ptq_int8" in artifacts:  # QAT on: both INT8 files exist
+        files["qat_int8"] = artifacts.get("tflite_qat_int8", artifacts["tflite_int8"])
+        files["ptq_int8"] = artifacts["tflite_ptq_int8"]
+    else:
+        files["ptq_int8"] = artifacts["tflite_int8"]
+    return files
