@@ -172,6 +172,18 @@ def _opened_image(path):
         yield image
 
 
+def read_file_bytes(path, expected):
+    """The bytes of a data file, or a DataError naming the path and what
+    was expected there (`expected`: "a text file", "a CSV / TSV file")."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected {expected}") from None
+
+
 def read_image(path, channels=3, return_mode=False):
     """Decode an image file to a uint8 numpy array (H, W, channels).
 

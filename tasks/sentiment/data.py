@@ -110,13 +110,7 @@ def read_table(path, cfg, counter):
     contain the delimiter, quotes or newlines must be double-quoted (RFC 4180
     quoting, as spreadsheets write it).
     """
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a CSV / TSV file") from None
+    raw = common_data.read_file_bytes(path, "a CSV / TSV file")
     text = _decode(raw, path, cfg.data.encoding)
     if not text.strip():
         raise DataError(f"{path}: the file is empty (expected a header row "

@@ -61,13 +61,7 @@ class TextPairs:
 
 def _read_lines(path):
     """The lines of a UTF-8 text file, or a DataError naming the bad line."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a text file") from None
+    raw = common_data.read_file_bytes(path, "a text file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
