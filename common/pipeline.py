@@ -423,9 +423,11 @@ def latency(artifacts, run, example, repeats, predict_fns=None):
     """Median batch-1 milliseconds per `.tflite`: the file alone, or (for a
     multi-part edge, `predict_fns` given) the whole host loop around it."""
     if predict_fns is None:
+        # The mobile file takes MediaPipe's inputs (e.g. ids, mask, segment ids).
         return {key: litert.LiteRTModel(run.file(path)).median_latency_ms(example,
                                                                           repeats=repeats)
-                for key, path in artifacts.items() if key.startswith("tflite")}
+                for key, path in artifacts.items()
+                if key.startswith("tflite") and key != "tflite_mobile"}
     names = {key: name for name, key in ARTIFACT_SCORES}
     result = {}
     for key in artifacts:
