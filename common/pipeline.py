@@ -310,9 +310,16 @@ def export_mobile(task, cfg, info, qat_model, representative, run, outputs, requ
             return
         _say(task, "exporting the mobile file (MediaPipe Tasks metadata)")
         started = time.time()
-        with quiet.captured_stderr(cfg.run.verbose):
-            module.export_mobile(qat_model, info, run.file(module.FILE_NAME), representative)
-            previous = {"ops": export.tflite_op_report(run.file(module.FILE_NAME))}
+        try:
+            with quiet.captured_stderr(cfg.run.verbose):
+                module.export_mobile(qat_model, info, run.file(module.FILE_NAME),
+                                     representative)
+        except UserError as error:  # a model the Tasks API cannot take: say why
+            if required:
+                raise
+            outputs["notes"].append(f"no mobile file: {error}")
+            return
+        previous = {"ops": export.tflite_op_report(run.file(module.FILE_NAME))}
         run.record(step, time.time() - started, previous)
     outputs["artifacts"]["tflite_mobile"] = module.FILE_NAME
     outputs["int8_ops"]["tflite_mobile"] = previous["ops"]

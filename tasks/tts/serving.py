@@ -102,11 +102,20 @@ def build_serving_model(model, cfg, info=None):
         mel = mel + residual
         frame_lengths = tf.minimum(lengths, steps) * r
 
+        # The centred STFT reflects n_fft / 2 samples at each end: a very
+        # short output (a model that stops at once) gets silent frames first,
+        # as audio.griffin_lim does on the host.
+        shortest = audio.n_fft // audio.hop_length + 2
+        total = steps * r * audio.hop_length
+
         def vocode(args):
             log_mel, frame_length = args
-            signal = _griffin_lim(log_mel[:frame_length], audio, audio.griffin_lim_iterations)
-            padded = tf.pad(signal, [[0, steps * r * audio.hop_length - tf.shape(signal)[0]]])
-            return padded
+            frames = log_mel[:frame_length]
+            missing = tf.maximum(shortest - tf.shape(frames)[0], 0)
+            frames = tf.concat(
+                [frames, tf.fill([missing, tf.shape(frames)[1]], audio_lib.SILENCE)], axis=0)
+            signal = _griffin_lim(frames, audio, audio.griffin_lim_iterations)[:total]
+            return tf.pad(signal, [[0, total - tf.shape(signal)[0]]])
 
         waveform = tf.map_fn(vocode, (mel, frame_lengths), fn_output_signature=tf.TensorSpec(
             [None], tf.float32))
