@@ -222,3 +222,75 @@ def mediapipe_image(pixels):
 def to_uint8_pixels(images):
     """Float images in [0, 1] -> uint8 pixels (what a camera gives MediaPipe)."""
     return np.clip(np.round(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def convert_with_trained_ranges(model, function, input_spec):
+    """The flatbuffer of `function(inputs)` (TF ops around the fake-quant
+    `model`), quantized only where the model's fake-quant ops give ranges.
+
+    No representative dataset: every tensor a QAT model keeps carries a
+    trained range, so its ops run int8 (QUANTIZE after the float input,
+    DEQUANTIZE where float arithmetic follows), and the TF ops around it
+    that have no range, such as box decoding before an NMS, stay float32.
+    Builtin ops only; the signature is "serve" with `function`'s outputs.
+    """
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="mobile-") as folder:
+        saved_model_dir = os.path.join(folder, "saved_model")
+        export.write_saved_model(saved_model_dir, model, {"serve": (function, [input_spec])})
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=["serve"])
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return bytes(converter.convert())
+
+
+def order_outputs(flatbuffer, names):
+    """`flatbuffer` with its signature outputs `names` (all of them) as the
+    subgraph's outputs in that order, held by tensors whose indices rise in
+    that order.
+
+    MediaPipe's metadata writer for detection models with NMS inside pairs
+    location, category, score and number of detections with the output
+    tensors sorted by tensor index (TFLite_Detection_PostProcess's port
+    order); the converter numbers tensors as it likes, so the four tensors
+    are swapped into place here (every op, the subgraph and the signature
+    are renumbered with them).
+    """
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    if len(model.subgraphs) != 1 or len(model.signatureDefs or []) != 1:
+        raise ValueError("order_outputs: expected one subgraph with one signature")
+    graph, signature = model.subgraphs[0], model.signatureDefs[0]
+    by_name = {item.name.decode() if isinstance(item.name, bytes) else item.name:
+               item.tensorIndex for item in signature.outputs}
+    if sorted(by_name) != sorted(names):
+        raise ValueError(f"order_outputs: the signature outputs {sorted(by_name)}, "
+                         f"expected {sorted(names)}")
+    wanted = [by_name[name] for name in names]
+    slots = sorted(wanted)
+    renumber = dict(zip(wanted, slots))  # old index -> new index
+    if any(old != new for old, new in renumber.items()):
+        tensors = list(graph.tensors)
+        for old, new in renumber.items():
+            tensors[new] = graph.tensors[old]
+        graph.tensors = tensors
+
+        def fix(indices):
+            return [renumber.get(int(index), int(index)) for index in indices]
+
+        for op in graph.operators:
+            op.inputs = fix(op.inputs)
+            op.outputs = fix(op.outputs)
+            if op.intermediates is not None:
+                op.intermediates = fix(op.intermediates)
+        graph.inputs = fix(graph.inputs)
+        for item in signature.outputs:
+            item.tensorIndex = renumber[item.tensorIndex]
+    graph.outputs = slots
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -1,10 +1,14 @@
 """Object detection with YOLOv8 (keras-cv backbone): the task contract
 (see common/pipeline.py)."""
 
+import dataclasses
+
 from tasks.detection.config import PRESETS, Config
-from tasks.detection.data import build_datasets, representative_dataset
+from tasks.detection import data as _data
+from tasks.detection.data import representative_dataset
 from tasks.detection.metrics import baseline_predict_fns, score
 from tasks.detection.model import build_model
+from tasks.detection import mobile as MOBILE
 from tasks.detection import postprocess
 from tasks.detection.samples import save_samples
 from tasks.detection.serving import build_serving_model
@@ -17,6 +21,15 @@ DATA_SOURCES = ("synthetic: shapes with clutter, exact boxes (built in)",
                 "(images + annotations JSON)")
 PRIMARY_METRIC = "map50"
 CLI_FLAGS = {"--max-boxes": "data.max_boxes", "--image-size": "model.image_size"}
+
+
+def build_datasets(cfg):
+    """`data.build_datasets`, with the run's NMS settings in `info` (and so
+    in info.json): the mobile file has NMS inside, and `MOBILE.export_mobile`
+    is handed `info`, not the config."""
+    splits = _data.build_datasets(cfg)
+    splits.info["postprocess"] = dataclasses.asdict(cfg.postprocess)
+    return splits
 
 
 def compile_args(cfg, info):
@@ -54,5 +67,5 @@ __all__ = [
     "NAME", "DATA_SOURCES", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "build_model", "build_serving_model", "compile_args", "score",
     "baseline_predict_fns", "predict_fn_from_raw", "representative_dataset",
-    "save_samples", "custom_objects",
+    "save_samples", "custom_objects", "MOBILE",
 ]
