@@ -104,6 +104,7 @@ PRESETS = {
         "qat.learning_rate": 1e-4,
         "export.representative_samples": 32,
         "export.latency_samples": 5,
+        "export.debug_layers": False,  # a second conversion; the default has it
     },
     # The built-in demo: minutes on 2 CPU cores.
     "default": {

@@ -106,6 +106,7 @@ PRESETS = {
         "gan.epochs": 1, "gan.steps_per_epoch": 4, "gan.batch_size": 4,
         "qat.epochs": 1, "qat.steps_per_epoch": 4,
         "export.representative_samples": 8, "export.latency_samples": 3,
+        "export.debug_layers": False,  # a second conversion; the default has it
     },
     # The built-in demo: CPU-sized generator, PSNR stage then a short GAN stage.
     "default": {
