@@ -797,6 +797,18 @@ def _wrap(layer):
     return wrapper
 
 
+def range_name(layer_name, call=0, output=None):
+    """The name of the activation range `quantize_model` puts after output
+    `output` (None: the only one) of call `call` of layer `layer_name`:
+    `<layer>_fq` / `<layer>_fq<output>` for the first call, and
+    `<layer>_call<call>_fq...` for the later calls of a layer the graph calls
+    more than once (each call's output is a tensor of its own, with its own
+    range and its own unique name)."""
+    call_part = f"_call{call}" if call else ""
+    output_part = "" if output is None else str(output)
+    return f"{layer_name}{call_part}_fq{output_part}"
+
+
 def quantize_model(model, _nested=False):
     """A fake-quant clone of a Functional `model`, with its weights copied.
 
@@ -845,9 +857,13 @@ def quantize_model(model, _nested=False):
             input_quantizers[id(tensor)] = fake_quant(tensor, (name, 0), f"{name}_fq")
         return input_quantizers[id(tensor)]
 
+    calls_made = {}
+
     def call_function(layer, *args, **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             return layer(*args, **kwargs)  # a bare op node (ops.split, +): no weights
+        call = calls_made.get(layer.name, 0)
+        calls_made[layer.name] = call + 1
         args = keras.tree.map_structure(
             lambda t: quantize_input(t)
             if keras.KerasTensor is type(t) and isinstance(
@@ -859,8 +875,8 @@ def quantize_model(model, _nested=False):
         if layer.name not in ranged:
             return outputs  # ranges set inside, or none needed
         flat = keras.tree.flatten(outputs)
-        names = [f"{layer.name}_fq"] if len(flat) == 1 else \
-            [f"{layer.name}_fq{index}" for index in range(len(flat))]
+        names = [range_name(layer.name, call, None if len(flat) == 1 else index)
+                 for index in range(len(flat))]
         quantized_outputs = [
             fake_quant(t, (layer.name, index), name, ranged[layer.name])
             if "float" in str(t.dtype) else t

@@ -375,3 +375,11 @@ def test_frozen_batch_norm_keeps_float_statistics_while_fine_tuning(tmp_path):
     for weight, value in zip(quantized.get_layer("stem_bn").weights, before):
         np.testing.assert_array_equal(weight.numpy(), value)  # moving stats and scales
     assert not np.array_equal(quantized.get_layer("head").get_weights()[0], kernel)
+
+
+def test_a_layer_called_twice_gets_one_range_per_call():
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    dense = keras.layers.Dense(4, name="d")
+    model = keras.Model([a, b], keras.layers.Add(name="add")([dense(a), dense(b)]))
+    names = [layer.name for layer in qat.quantize_model(model).layers]
+    assert {"d_fq", "d_call1_fq"} <= set(names) and len(names) == len(set(names))

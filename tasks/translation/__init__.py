@@ -28,8 +28,8 @@ from tasks.translation.saved_run import evaluation_overrides
 
 NAME = "translation"
 # What --data accepts (listed by `python -m tasks`).
-DATA_SOURCES = ("synthetic: a generated parallel corpus with word order, agreement, "
-                "inflection, numbers and dates (built in)",
+DATA_SOURCES = (("synthetic: a generated parallel corpus with word order, agreement, "
+                 "inflection, numbers and dates (built in)"),
                 "ted_hrlr_translate/pt_to_en, wmt14_translate/de-en (TFDS)",
                 "PATH: a TSV file (source TAB target) or two aligned text files")
 EDGE_SIGNATURES = ("encode", "decode_step")

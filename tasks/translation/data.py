@@ -243,10 +243,13 @@ def vocabularies(cfg, train):
 def tokenize(tokenizer, texts, batch_size=512):
     """Texts -> (int32 ids [N, length], truncated flags [N])."""
     limit = CHARS_PER_TOKEN * tokenizer.sequence_length
+    # One trace for any batch size (each trace of the tokenizer costs about
+    # half a CPU-second; batches of every split's size would retrace it).
+    function = tokenizer.tokenize.get_concrete_function(tf.TensorSpec([None], tf.string))
     chunks, flags = [], []
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
-        ids, cut = tokenizer.tokenize(tf.constant([t[:limit] for t in batch]))
+        ids, cut = function(tf.constant([t[:limit] for t in batch], tf.string))
         chunks.append(ids.numpy())
         flags.append(cut.numpy() | np.array([len(t) > limit for t in batch]))
     if not chunks:

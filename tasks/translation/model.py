@@ -27,12 +27,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from common import serving
+from common import qat, serving
 from common.errors import UserError
 from common.wordpiece import CLS, PAD, SEP
 from tasks.translation import text as text_lib
 
 MODEL_INPUTS = ("source_ids", "decoder_ids")
+# The order `build_model` calls the embedding layer in.
+EMBEDDING_CALLS = {"source": 0, "target": 1}
 
 
 def sinusoid_table(length, dim):
@@ -50,14 +52,14 @@ class SourceTargetEmbedding(keras.layers.Layer):
     """Source and target token embeddings times sqrt(dim) plus a position
     encoding (paper 3.4, 3.5), one matrix for both languages when `shared`.
 
-    One layer called once with both sequences, `(source_ids, target_ids) ->
-    (source, target)`: a layer called twice would get two activation ranges
-    of the same name in the QAT clone. The edge parts call it with a dummy
-    on the side they do not need (the converter prunes it).
+    Called once per sequence: `layer(source_ids)` and `layer(target_ids,
+    side="target")`; each call's output gets its own activation range in
+    the QAT clone (`common.qat.range_name(name, call)`), which the edge
+    parts apply where the training graph did.
 
-    Positions are a table looked up from `target_start` (a decoder step adds
-    the position it writes): sinusoidal and fixed, or learned. A lookup
-    rather than sin/cos at run time keeps the LiteRT graph to GATHER ops.
+    Positions are a table looked up from `start` (a decoder step adds the
+    position it writes): sinusoidal and fixed, or learned. A lookup rather
+    than sin/cos at run time keeps the LiteRT graph to GATHER ops.
     """
 
     # A table lookup, not a matmul: nothing for QAT to reach (common/quant_report.py).
@@ -98,13 +100,14 @@ class SourceTargetEmbedding(keras.layers.Layer):
         return tokens * ops.cast(math.sqrt(self.dim), tokens.dtype) + \
             ops.take(self.position_embeddings, positions, axis=0)[None]
 
-    def call(self, source_ids, target_ids, target_start=0):
-        return (self._embed(self.source_embeddings, source_ids, 0),
-                self._embed(self.target_embeddings, target_ids, target_start))
+    def call(self, token_ids, side="source", start=0):
+        if side not in ("source", "target"):
+            raise ValueError(f"side={side!r}: expected 'source' or 'target'")
+        table = self.source_embeddings if side == "source" else self.target_embeddings
+        return self._embed(table, token_ids, start)
 
-    def compute_output_spec(self, source_ids, target_ids, target_start=0):
-        return (keras.KerasTensor(tuple(source_ids.shape) + (self.dim,), dtype=self.compute_dtype),
-                keras.KerasTensor(tuple(target_ids.shape) + (self.dim,), dtype=self.compute_dtype))
+    def compute_output_spec(self, token_ids, side="source", start=0):
+        return keras.KerasTensor(tuple(token_ids.shape) + (self.dim,), dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -203,10 +206,14 @@ def build_model(cfg, info):
     decoder_ids = keras.Input((options.max_target_length,), dtype="int32", name="decoder_ids")
     if options.shared_embeddings and info["source_vocabulary"] != info["target_vocabulary"]:
         raise UserError("model.shared_embeddings needs one joint vocabulary")
-    source_embedded, target_embedded = SourceTargetEmbedding(
+    embedding = SourceTargetEmbedding(
         source_size, target_size, options.hidden_dim,
         max(options.max_source_length, options.max_target_length), options.positions,
-        shared=options.shared_embeddings, name="embedding")(source_ids, decoder_ids)
+        shared=options.shared_embeddings, name="embedding")
+    # Source first, then target: the QAT clone numbers the calls' ranges
+    # in this order (EMBEDDING_CALLS).
+    source_embedded = embedding(source_ids)
+    target_embedded = embedding(decoder_ids, side="target")
     # === Encoder ===
     source_mask = PaddingMask(name="source_mask")(source_ids)
     x = keras.layers.Dropout(options.dropout, name="source_dropout")(source_embedded)
@@ -264,13 +271,11 @@ class _Layers:
                             f"{', '.join(sorted(self.by_name))[:300]})")
         return self.by_name[name]
 
-    def apply(self, name, tensor, index=None):
+    def apply(self, name, tensor, call=0):
         """`tensor` through the activation range the QAT graph put after
-        layer `name` (its n-th call when the layer was called twice)."""
-        for candidate in ([f"{name}_fq{index}"] if index is not None else []) + [f"{name}_fq"]:
-            if candidate in self.by_name:
-                return self.by_name[candidate](tensor)
-        return tensor
+        call `call` of layer `name` (none in a float model)."""
+        range_name = qat.range_name(name, call)
+        return self.by_name[range_name](tensor) if range_name in self.by_name else tensor
 
     def optional(self, name, tensor):
         return self.by_name[name](tensor) if name in self.by_name else tensor
@@ -320,8 +325,21 @@ class CachedDecoderCall(keras.layers.Layer):
                                               self_cache.shape[3] // heads))
         cross_cache = ops.reshape(cross_cache, (-1, 2, cross_cache.shape[2], heads,
                                                 cross_cache.shape[3] // heads))
-        outputs, self_cache, _ = self.decoder(
+        # The causal mask in integers: keras-hub builds it from the position
+        # cast to float (`arange + float(index) >= arange`), a tensor QAT
+        # gives no range; INT8 calibration then gave it an int8 scale, and
+        # the rounded position masked the step's own key or, past the
+        # calibrated lengths, every later one (6.8 BLEU of the INT8 loss).
+        keys = ops.arange(self_cache.shape[2], dtype="int32")
+        visible = ops.less_equal(keys, ops.cast(position, "int32"))
+        causal_mask = ops.broadcast_to(visible[None, None, :],
+                                       (ops.shape(sequence)[0], 1, self_cache.shape[2]))
+        # The keras-hub layer itself (its sublayers already carry QAT's
+        # fake-quant): QAT's wrapper takes keyword arguments as one nested
+        # structure, which Keras refuses to mix tensors and a Python bool in.
+        outputs, self_cache, _ = _inner(self.decoder)(
             sequence, encoder_sequence, encoder_padding_mask=source_mask,
+            decoder_attention_mask=causal_mask, use_causal_mask=False,
             self_attention_cache=self_cache, self_attention_cache_update_index=position,
             cross_attention_cache=cross_cache, cross_attention_cache_update_index=None)
         return outputs, ops.reshape(self_cache, merged_shape)
@@ -343,8 +361,8 @@ def build_encode(layers, cfg):
     options = cfg.model
     source_ids = keras.Input((options.max_source_length,), dtype="int32", name="source_ids")
     source_mask = PaddingMask(name="source_mask")(source_ids)
-    x, _ = layers.embedding(source_ids, source_ids[:, :1])
-    x = layers.apply("embedding", x, 0)
+    x = layers.embedding(source_ids)
+    x = layers.apply("embedding", x, EMBEDDING_CALLS["source"])
     for encoder in layers.encoders:
         x = encoder(x, padding_mask=source_mask)
     x = layers.apply("encoder_norm", layers.optional("encoder_norm", x))
@@ -363,8 +381,8 @@ def build_decode_step(layers, cfg):
     source_ids = keras.Input((options.max_source_length,), dtype="int32", name="source_ids")
     source_mask = PaddingMask(name="source_mask")(source_ids)
     position = StepIndex(name="step_index")(index)
-    _, y = layers.embedding(source_ids[:, :1], token, target_start=position)
-    y = layers.apply("embedding", y, 1)
+    y = layers.embedding(token, side="target", start=position)
+    y = layers.apply("embedding", y, EMBEDDING_CALLS["target"])
     new_caches = []
     for number, decoder in enumerate(layers.decoders):
         layer_cross = cross_cache[:, number]
