@@ -123,10 +123,12 @@ def _cell(value):
     return str(value)
 
 
-def markdown(rows, preset):
+def markdown(rows, preset, total_seconds=None):
+    total = (f" All tasks in {total_seconds / 60:.1f} minutes"
+             f" (`python -m tasks benchmark --preset {preset}`)." if total_seconds else "")
     lines = [f"Preset `{preset}`, one process per task, on this machine "
-             f"({os.cpu_count()} CPUs). QAT INT8 is the QAT file (`metrics.qat_int8` when "
-             "post-training INT8 won on validation and shipped).", "",
+             f"({os.cpu_count()} CPUs).{total} QAT INT8 is the QAT file (`metrics.qat_int8` "
+             "when post-training INT8 won on validation and shipped).", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         cells = [_cell(row[column]) for column in COLUMNS]
@@ -155,7 +157,24 @@ def chart(rows, path):
     plt.close(figure)
 
 
-def benchmark(names, preset, out, extra=()):
+README_START = "<!-- suite table: start (python -m tasks benchmark --readme) -->"
+README_END = "<!-- suite table: end -->"
+
+
+def update_readme(path, table):
+    """Replace the block between README_START and README_END in `path` with
+    `table` (the generated Markdown), so the README shows measured numbers."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path}: no '{README_START}' ... '{README_END}' block to replace")
+    text = text[:start + len(README_START)] + "\n" + table + text[end:]
+    files.write_text_atomic(path, text)
+
+
+def benchmark(names, preset, out, extra=(), readme=None):
+    started = time.time()
     os.makedirs(out, exist_ok=True)
     work = os.path.join(out, f"runs-{preset}-{os.getpid()}")
     os.makedirs(work, exist_ok=True)
@@ -165,11 +184,17 @@ def benchmark(names, preset, out, extra=()):
         report, run_dir, peak, wall = run_task(name, preset, work, extra)
         rows.append(table_row(name, report, run_dir, peak, wall))
         print(markdown(rows[-1:], preset).splitlines()[-1], flush=True)
+    total = time.time() - started
     stem = os.path.join(out, f"suite-{preset}")
-    files.write_json_atomic(stem + ".json", {"preset": preset, "rows": rows})
-    files.write_text_atomic(stem + ".md", markdown(rows, preset))
+    table = markdown(rows, preset, total)
+    files.write_json_atomic(stem + ".json", {"preset": preset, "rows": rows,
+                                             "total_seconds": total,
+                                             "cpu_count": os.cpu_count()})
+    files.write_text_atomic(stem + ".md", table)
     chart(rows, stem + ".png")
-    print(markdown(rows, preset))
+    if readme:
+        update_readme(readme, table)
+    print(table)
     print(f"[benchmark] {stem}.json, .md, .png")
     return rows
 
@@ -182,6 +207,8 @@ def main(argv=None):
     bench.add_argument("--tasks", nargs="+", default=None, help="default: every task")
     bench.add_argument("--preset", default="smoke")
     bench.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    bench.add_argument("--readme", nargs="?", const=os.path.join(ROOT, "README.md"),
+                       default=None, help="also write the table into README.md's suite block")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="passed to every task's train command")
     args = parser.parse_args(argv)
@@ -193,5 +220,5 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown task(s) {unknown}; expected some of {known}")
     extra = [part for override in args.overrides for part in ("--set", override)]
-    benchmark(args.tasks or known, args.preset, args.out, extra)
+    benchmark(args.tasks or known, args.preset, args.out, extra, args.readme)
     return 0

@@ -30,10 +30,23 @@ def test_unknown_task_is_refused(capsys):
     assert "unknown task(s) ['speech']" in capsys.readouterr().err
 
 
+def test_readme_block_is_replaced_and_a_missing_block_is_an_error(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{suite.README_START}\nold table\n{suite.README_END}\nafter\n")
+    suite.update_readme(str(readme), "| new |\n")
+    assert readme.read_text() == (f"# x\n{suite.README_START}\n| new |\n"
+                                  f"{suite.README_END}\nafter\n")
+    readme.write_text("# no block\n")
+    with pytest.raises(ValueError, match="no '<!-- suite table: start"):
+        suite.update_readme(str(readme), "| new |\n")
+
+
 @pytest.mark.slow
 def test_benchmark_row_comes_from_the_task_report(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{suite.README_START}\n{suite.README_END}\n")
     rows = suite.benchmark(["segmentation"], "smoke", str(tmp_path),
-                           ["--no-qat", "--set", "export.debug_layers=false"])
+                           ["--no-qat", "--set", "export.debug_layers=false"], str(readme))
     saved = json.loads((tmp_path / "suite-smoke.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     row = rows[0]
@@ -49,4 +62,5 @@ def test_benchmark_row_comes_from_the_task_report(tmp_path):
     assert row["train examples/s"] > 0
     table = (tmp_path / "suite-smoke.md").read_text()
     assert "| segmentation | dice |" in table
+    assert "All tasks in" in table and table in readme.read_text()
     assert (tmp_path / "suite-smoke.png").stat().st_size > 1000
