@@ -119,3 +119,34 @@ def test_explicit_class_weights_and_bad_values():
     for bad in ("1,2,3", "heavy", "1,-1"):
         with pytest.raises(UserError, match="train.class_weight=.*negative, positive"):
             data.class_weights(bad, [10, 5], classes)
+
+
+def test_sequence_length_follows_the_data_up_to_the_cap():
+    # 20 texts: 3 longer than 46 pieces (15%, over the 5% tolerance).
+    lengths = [10] * 17 + [60, 100, 200]
+    length, reason = data.choose_sequence_length(lengths, 48, 128)
+    # The 95th percentile (105 pieces) + [CLS]/[SEP], rounded up to 8.
+    assert length == 112 and "raised to 112" in reason
+    assert data.choose_sequence_length(lengths, 48, 96)[0] == 96
+    assert data.choose_sequence_length(lengths, 48, 0) == (
+        48, ("15% of the training texts are longer than model.sequence_length=48: "
+             "kept (data.max_sequence_length=0)"))
+    # One long text in 20 (5%) is tolerated; never shorter than configured.
+    assert data.choose_sequence_length([10] * 19 + [200], 48, 128)[0] == 48
+
+
+def test_a_saved_model_is_evaluated_at_the_length_it_was_trained_with(tmp_path):
+    """config.json keeps the preset's length; info.json the derived one."""
+    import argparse
+    import json
+
+    from tasks.sentiment.saved_run import evaluation_overrides
+
+    (tmp_path / "info.json").write_text(json.dumps(
+        {"sequence_length": 128, "classes": ["negative", "positive"]}))
+    args = argparse.Namespace(overrides=[], data=None)
+    overrides = evaluation_overrides(str(tmp_path / "model.keras"), args)
+    assert "model.sequence_length=128" in overrides
+    given = argparse.Namespace(overrides=["model.sequence_length=64"], data=None)
+    assert not any(o.startswith("model.sequence_length")
+                   for o in evaluation_overrides(str(tmp_path / "model.keras"), given))

@@ -359,6 +359,20 @@ def vocabulary_for(cfg, train_texts):
     return build_vocabulary(train_texts, cfg.model.vocabulary_size), "learnt"
 
 
+def checkpoint_positions(init):
+    """Positions the `--init` checkpoint's embedding holds (its config.json's
+    max_sequence_length; 512, BERT's, when the file does not say)."""
+    import json
+
+    path = os.path.join(checkpoint.resolve(init), "config.json")
+    try:
+        with open(path) as handle:
+            config = json.load(handle).get("config", {})
+    except (OSError, ValueError):
+        return 512
+    return int(config.get("max_sequence_length", 512))
+
+
 def init_vocabulary_path(init):
     """The vocabulary file of `--init` (a preset folder or a keras-hub preset
     name, see checkpoint.py)."""
@@ -428,19 +442,57 @@ def tokenize_measured(tokenizer, texts):
     One pass with a longer tokenizer: the ids are its first pieces, exactly
     what `tokenizer` gives (greedy WordPiece splits each word on its own, and
     truncation keeps the first pieces), so measuring costs no second pass."""
-    length = max(LENGTH_PROBE_TOKENS, 2 * tokenizer.sequence_length)
+    long_ids, lengths = measure_texts(tokenizer, texts)
+    ids, truncated = cut_measured(long_ids, lengths, tokenizer)
+    return ids, truncated, lengths
+
+
+def measure_texts(tokenizer, texts, probe_length=0):
+    """Texts -> (ids of a probe tokenizer max(LENGTH_PROBE_TOKENS, 2 *
+    sequence length, probe_length) long, length of each text in pieces)."""
+    length = max(LENGTH_PROBE_TOKENS, 2 * tokenizer.sequence_length, probe_length)
     probe = WordPieceTokenizer(tokenizer.vocabulary, length, tokenizer.lowercase)
     long_ids, _ = tokenize_texts(probe, texts)
-    lengths = np.sum(long_ids != probe.pad_id, axis=1) - 2
+    return long_ids, np.sum(long_ids != probe.pad_id, axis=1) - 2
+
+
+def cut_measured(long_ids, lengths, tokenizer):
+    """A probe's ids (`measure_texts`) -> (`tokenizer`'s ids, number truncated):
+    the first pieces, then [SEP], then [PAD]."""
     room = tokenizer.sequence_length - 2
     kept = np.minimum(lengths, room)
-    ids = np.full((len(texts), tokenizer.sequence_length), tokenizer.pad_id, np.int32)
+    ids = np.full((len(long_ids), tokenizer.sequence_length), tokenizer.pad_id, np.int32)
     ids[:, 0] = tokenizer.cls_id
     pieces = long_ids[:, 1:room + 1].astype(np.int32)
     ids[:, 1:room + 1] = np.where(np.arange(room)[None, :] < kept[:, None], pieces,
                                   tokenizer.pad_id)
-    ids[np.arange(len(texts)), kept + 1] = tokenizer.sep_id
-    return ids, int(np.sum(lengths > room)), lengths
+    ids[np.arange(len(long_ids)), kept + 1] = tokenizer.sep_id
+    return ids, int(np.sum(lengths > room))
+
+
+# A sequence length that truncates at most this share of the training texts
+# is long enough; otherwise the 95th percentile of their lengths is used.
+TRUNCATION_TOLERANCE = 0.05
+
+
+def choose_sequence_length(train_lengths, configured, maximum):
+    """(tokens per text incl. [CLS]/[SEP], reason): `configured`, raised to
+    hold 95% of the training texts whole (a multiple of 8) when more than
+    TRUNCATION_TOLERANCE of them are cut, at most `maximum`. Longer sequences
+    cost time (each step grows with the length), so it is never lowered."""
+    room = configured - 2
+    share = float(np.mean(np.asarray(train_lengths) > room)) if len(train_lengths) else 0.0
+    described = (f"{100 * share:.0f}% of the training texts are longer than "
+                 f"model.sequence_length={configured}")
+    if share <= TRUNCATION_TOLERANCE:
+        return configured, f"{described}: kept"
+    if maximum <= configured:
+        return configured, f"{described}: kept (data.max_sequence_length={maximum})"
+    wanted = int(-(-(int(np.percentile(train_lengths, 95)) + 2) // 8) * 8)
+    length = min(wanted, maximum)
+    capped = f", capped at data.max_sequence_length={maximum}" if wanted > maximum else ""
+    return length, (f"{described}: raised to {length} (the 95th percentile holds "
+                    f"{wanted} tokens with [CLS] and [SEP]{capped})")
 
 
 def split_summary(ids, labels, lengths, truncated, tokenizer, classes):
@@ -460,14 +512,27 @@ def split_summary(ids, labels, lengths, truncated, tokenizer, classes):
 
 
 def _training_budget(cfg, train_examples):
+    """Epochs and steps per epoch of the float stage; under `train.max_steps`
+    (with no explicit train.steps_per_epoch) epochs are shortened and
+    cfg.train.steps_per_epoch is written back for the fit."""
     from common import training
 
     steps = cfg.train.steps_per_epoch or train_examples // cfg.train.batch_size
     if not steps:
         return {}
-    return {"steps_per_epoch": int(steps),
-            "epochs": training.epochs_for_budget(cfg.train, steps),
-            "pretrain_epochs": cfg.model.pretrain_epochs if not cfg.model.init else 0}
+    epochs = training.epochs_for_budget(cfg.train, steps)
+    pretrain = cfg.model.pretrain_epochs if not cfg.model.init else 0
+    budget = {"steps_per_epoch": int(steps), "epochs": epochs, "pretrain_epochs": pretrain}
+    if cfg.train.max_steps > 0 and not cfg.train.steps_per_epoch and \
+            (epochs + pretrain) * steps > cfg.train.max_steps:
+        short = max(1, cfg.train.max_steps // (epochs + pretrain))
+        cfg.train.steps_per_epoch = short
+        budget["steps_per_epoch"] = short
+        budget["reason"] = (
+            f"{pretrain} + {epochs} epochs of {steps} steps exceed train.max_steps="
+            f"{cfg.train.max_steps}: each epoch is {short} steps "
+            f"({100 * short / steps:.0f}% of the training split)")
+    return budget
 
 
 def summary_notes(summary, cfg, classes):
@@ -488,12 +553,17 @@ def summary_notes(summary, cfg, classes):
         f"{100 * splits['test']['unknown_token_rate']:.1f}%.",
     ]
     derived = summary["derived"]
+    if derived["sequence_length"]["value"] != derived["sequence_length"]["configured"]:
+        notes.append(f"data: sequence length from the data: "
+                     f"{derived['sequence_length']['reason']}.")
     if "suggested_sequence_length" in derived["sequence_length"]:
         notes.append(
             f"data: {100 * derived['sequence_length']['truncated_share']:.0f}% of the "
             "training texts are truncated; --set model.sequence_length="
             f"{derived['sequence_length']['suggested_sequence_length']} keeps 95% whole "
             "(slower).")
+    if "reason" in derived["training"]:
+        notes.append(f"data: training budget: {derived['training']['reason']}.")
     weights = derived["class_weights"]
     if weights["weights"]:
         notes.append(f"data: class weights in the loss ({weights['option']}): "
@@ -508,14 +578,16 @@ def summary_notes(summary, cfg, classes):
 
 
 def data_summary(texts, arrays, lengths, cut, tokenizer, cfg, vocabulary, origin,
-                 weights, train_counts):
+                 weights, train_counts, length_choice):
     splits = {name: split_summary(arrays[name][0], arrays[name][1], lengths[name],
                                   cut[name], tokenizer, texts.classes)
               for name in ("train", "val", "test")}
     train_lengths = lengths["train"]
     room = cfg.model.sequence_length - 2
     truncated_share = float(np.mean(train_lengths > room)) if len(train_lengths) else 0.0
-    sequence = {"value": cfg.model.sequence_length, "truncated_share": truncated_share}
+    configured, reason = length_choice
+    sequence = {"value": cfg.model.sequence_length, "configured": configured,
+                "reason": reason, "truncated_share": truncated_share}
     if truncated_share > 0.05:
         # A multiple of 8 that holds 95% of the training texts whole.
         wanted = int(np.percentile(train_lengths, 95)) + 2
@@ -551,20 +623,32 @@ def build_datasets(cfg):
         if not getattr(texts, name):
             raise DataError(f"{texts.source}: the {name} split is empty")
     vocabulary, origin = vocabulary_for(cfg, [text for text, _ in texts.train])
-    tokenizer = WordPieceTokenizer(vocabulary, cfg.model.sequence_length)
+    configured = cfg.model.sequence_length
+    maximum = cfg.data.max_sequence_length
+    if cfg.model.vocabulary:
+        maximum = 0  # a trained model's tokenisation: keep its length
+    elif cfg.model.init:
+        maximum = min(maximum, checkpoint_positions(cfg.model.init))
+    # Each split is tokenised once, long enough for any length chosen below.
+    probe = WordPieceTokenizer(vocabulary, max(configured, maximum))
+    measured = {name: measure_texts(probe, [text for text, _ in getattr(texts, name)])
+                for name in ("train", "val", "test")}
+    length, reason = choose_sequence_length(measured["train"][1], configured, maximum)
+    # Written back: the model, the exports and info.json read this length.
+    cfg.model.sequence_length = length
+    tokenizer = WordPieceTokenizer(vocabulary, length)
     arrays, cut, lengths = {}, {}, {}
     for name in ("train", "val", "test"):
-        rows = getattr(texts, name)
-        split_texts = [text for text, _ in rows]
-        ids, cut[name], lengths[name] = tokenize_measured(tokenizer, split_texts)
-        arrays[name] = (ids, [label for _, label in rows])
+        long_ids, lengths[name] = measured[name]
+        ids, cut[name] = cut_measured(long_ids, lengths[name], tokenizer)
+        arrays[name] = (ids, [label for _, label in getattr(texts, name)])
     truncated = sum(cut.values())
     train_counts = np.bincount(arrays["train"][1], minlength=len(texts.classes))
     weights = class_weights(cfg.train.class_weight, train_counts, texts.classes)
     test_labels = np.asarray(arrays["test"][1])
     majority = int(train_counts.argmax())
     summary = data_summary(texts, arrays, lengths, cut, tokenizer, cfg, vocabulary,
-                           origin, weights, train_counts)
+                           origin, weights, train_counts, (configured, reason))
     notes = [
         f"vocabulary: {len(vocabulary)} WordPiece tokens ({origin})",
         f"majority-class baseline: accuracy "

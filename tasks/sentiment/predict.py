@@ -33,7 +33,9 @@ def classify(model_path, texts, config_path=None):
     if info is None:
         raise UserError(f"{model_path}: no info.json beside the model (its vocabulary "
                         "and class names); pass a model from a training run folder")
-    tokenizer = WordPieceTokenizer(info["vocabulary"], cfg.model.sequence_length)
+    # info.json holds the length trained with (possibly derived from the data).
+    tokenizer = WordPieceTokenizer(info["vocabulary"],
+                                   info.get("sequence_length", cfg.model.sequence_length))
     raw_fn = artifacts.load_raw_fn(task, model_path)
     probabilities = softmax(raw_fn(tokenizer(tf.constant(texts)).numpy()))
     best = probabilities.argmax(-1)

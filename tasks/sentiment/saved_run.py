@@ -25,12 +25,18 @@ def run_files(model_path):
 
 def evaluation_overrides(model_path, args):
     """Config overrides so that a saved model is scored as it was trained:
-    its vocabulary, and, for other data, its class names in its order."""
+    its vocabulary and sequence length, and, for other data, its class names
+    in its order."""
     vocabulary, info = run_files(model_path)
     given = {override.split("=", 1)[0].strip() for override in args.overrides}
     overrides = []
     if vocabulary and "model.vocabulary" not in given:
         overrides.append(f"model.vocabulary={vocabulary}")
+    # The length it was trained with (build_datasets may derive it from the
+    # training text, so the run's config.json can hold the preset's).
+    length = (info or {}).get("sequence_length")
+    if length and "model.sequence_length" not in given:
+        overrides.append(f"model.sequence_length={int(length)}")
     classes = (info or {}).get("classes")
     if args.data and classes and "data.classes" not in given and \
             not any("," in name for name in classes):
