@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 
+from tasks.detection import postprocess
 from tasks.detection.boxes import unpack_targets, xyxy_to_xywh
 
 
@@ -269,14 +270,5 @@ def otsu_components_predict_fn(splits, info, max_images=CLASSIC_TRAIN_IMAGES):
             classes, scores = classify(region_features)
             keep = scores > 0
             found.append((boxes[keep], classes[keep], scores[keep]))
-        width = max([len(boxes) for boxes, _, _ in found] + [1])
-        result = {"boxes": np.zeros((len(found), width, 4), np.float32),
-                  "classes": np.zeros((len(found), width), np.int64),
-                  "scores": np.zeros((len(found), width), np.float32),
-                  "num_detections": np.array([len(b) for b, _, _ in found], np.int64)}
-        for index, (boxes, classes, scores) in enumerate(found):
-            result["boxes"][index, :len(boxes)] = boxes
-            result["classes"][index, :len(boxes)] = classes
-            result["scores"][index, :len(boxes)] = scores
-        return result
+        return postprocess.pad_detections(found)
     return predict

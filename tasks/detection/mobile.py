@@ -235,16 +235,7 @@ class MediaPipeDetector:
     def __call__(self, images):
         pixels = np.clip(np.round(np.asarray(images, np.float32)), 0, 255).astype(np.uint8)
         found = [self.detect(image) for image in pixels]
-        width = max([len(classes) for _, classes, _ in found] + [self.max_detections or 1])
-        result = {"boxes": np.full((len(found), width, 4), -1.0, np.float32),
-                  "classes": np.full((len(found), width), -1, np.int64),
-                  "scores": np.zeros((len(found), width), np.float32),
-                  "num_detections": np.array([len(c) for _, c, _ in found], np.int64)}
-        for index, (boxes, classes, scores) in enumerate(found):
-            result["boxes"][index, :len(boxes)] = boxes
-            result["classes"][index, :len(boxes)] = classes
-            result["scores"][index, :len(boxes)] = scores
-        return result
+        return postprocess.pad_detections(found, self.max_detections or 1)
 
     def close(self):
         self.detector.close()

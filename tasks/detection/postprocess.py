@@ -140,3 +140,19 @@ def postprocess(raw, image_size, score_threshold=0.01, iou_threshold=0.6,
         counts[index] = count
     return {"boxes": out_boxes, "classes": out_classes, "scores": out_scores,
             "num_detections": counts}
+
+
+def pad_detections(found, min_width=1):
+    """Per-image (boxes [n, 4], classes [n], scores [n]) -> the batched
+    detections dict every scorer reads (padding past `num_detections`:
+    boxes and classes -1, scores 0)."""
+    width = max([len(classes) for _, classes, _ in found] + [min_width])
+    result = {"boxes": np.full((len(found), width, 4), -1.0, np.float32),
+              "classes": np.full((len(found), width), -1, np.int64),
+              "scores": np.zeros((len(found), width), np.float32),
+              "num_detections": np.array([len(c) for _, c, _ in found], np.int64)}
+    for index, (boxes, classes, scores) in enumerate(found):
+        result["boxes"][index, :len(boxes)] = boxes
+        result["classes"][index, :len(boxes)] = classes
+        result["scores"][index, :len(boxes)] = scores
+    return result
