@@ -192,7 +192,7 @@ def test_resume_of_a_finished_run_skips_every_stage(run, capsys):
     versions = sorted(os.listdir(os.path.join(export_dir, "segmentation")))
     capsys.readouterr()
     again = train.main(["--preset", "smoke", "--out", out, "--export-dir", export_dir,
-                        "--resume"])
+                        "--set", "export.debug_layers=true", "--resume"])
     printed = capsys.readouterr().out
     assert "float training already finished" in printed and "QAT already finished" in printed
     assert "exporting" not in printed and "evaluating" not in printed
