@@ -553,6 +553,31 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
     return run_report
 
 
+def run_context(task, cfg, run, strategy, splits):
+    """What the training stages share: the metric checkpoints follow (the
+    task's primary validation metric unless it names another MONITOR) and
+    the scorer that computes it each epoch."""
+    mode = _optional(task, "PRIMARY_METRIC_MODE", "max")
+    monitor = tuple(_optional(task, "MONITOR", (f"val_{task.PRIMARY_METRIC}", mode)))
+    scorer = validation_scorer(task, cfg, splits) if monitor[0] == \
+        f"val_{task.PRIMARY_METRIC}" else None
+    return RunContext(run_dir=run.path, strategy=strategy, monitor=monitor,
+                      resume=cfg.run.resume, validation_score=scorer)
+
+
+def run_float_stage(task, argv=None):
+    """The `prepare` and `float` stages exactly as `run_train` runs them, and
+    nothing after (no QAT, export or report): (cfg, splits, float model).
+    For checks of the float model alone, such as the real-data tests."""
+    cfg = cli.parse_train_args(task, argv)
+    with RunFolder(cfg) as run:
+        strategy = training.configure(cfg)
+        splits = prepare_data(task, cfg, run)
+        model, _ = train_float(task, cfg, splits, run,
+                               run_context(task, cfg, run, strategy, splits))
+    return cfg, splits, model
+
+
 def run_train(task, argv=None):
     """Parse `argv`, then run every stage; returns the report dict."""
     cfg = cli.parse_train_args(task, argv)
@@ -567,12 +592,7 @@ def run_train(task, argv=None):
     with RunFolder(cfg) as run:
         strategy = training.configure(cfg)
         splits = prepare_data(task, cfg, run)
-        mode = _optional(task, "PRIMARY_METRIC_MODE", "max")
-        monitor = tuple(_optional(task, "MONITOR", (f"val_{task.PRIMARY_METRIC}", mode)))
-        scorer = validation_scorer(task, cfg, splits) if monitor[0] == \
-            f"val_{task.PRIMARY_METRIC}" else None
-        context = RunContext(run_dir=run.path, strategy=strategy, monitor=monitor,
-                             resume=cfg.run.resume, validation_score=scorer)
+        context = run_context(task, cfg, run, strategy, splits)
         model, float_outputs = train_float(task, cfg, splits, run, context)
         edge = edge_model(task, model, cfg)
         if multi_worker:

@@ -61,16 +61,8 @@ def test_multi_worker_strategy_checks_tf_config_first(monkeypatch):
 FLOAT_STAGE = """
 import json, sys
 import tasks.segmentation as task
-from common import artifacts, cli, pipeline, training
-from common.runfolder import RunFolder
-cfg = cli.parse_train_args(task, sys.argv[1:])
-with RunFolder(cfg) as run:
-    strategy = training.configure(cfg)
-    splits = pipeline.prepare_data(task, cfg, run)
-    context = pipeline.RunContext(
-        run_dir=run.path, strategy=strategy, monitor=("val_dice", "max"),
-        validation_score=pipeline.validation_scorer(task, cfg, splits))
-    model, _ = pipeline.train_float(task, cfg, splits, run, context)
+from common import artifacts, pipeline
+cfg, splits, model = pipeline.run_float_stage(task, sys.argv[1:])
 info = splits.info
 fns = dict(task.baseline_predict_fns(splits, info),
            float=pipeline.predict_fn_from_raw(task, artifacts.keras_raw_fn(model), cfg, info))

@@ -23,8 +23,7 @@ import skimage
 from PIL import Image
 from scipy import ndimage
 
-from common import artifacts, cli, pipeline, training
-from common.runfolder import RunFolder
+from common import artifacts, pipeline
 import tasks.detection as task
 
 pytestmark = pytest.mark.slow
@@ -166,27 +165,14 @@ def test_the_folder_holds_real_coins_and_horses(tmp_path):
     assert max(means) - min(means) > 25  # each image has its own exposure
 
 
-def _train_float_stage(argv):
-    """The default preset's `prepare` and `float` stages as `train` runs them
-    (common/pipeline.py), without QAT and export: those cost minutes and are
-    covered by tests/test_detection_end_to_end.py."""
-    cfg = cli.parse_train_args(task, argv)
-    with RunFolder(cfg) as run:
-        strategy = training.configure(cfg)
-        splits = pipeline.prepare_data(task, cfg, run)
-        context = pipeline.RunContext(
-            run_dir=run.path, strategy=strategy, monitor=("val_map50", "max"),
-            validation_score=pipeline.validation_scorer(task, cfg, splits))
-        model, _ = pipeline.train_float(task, cfg, splits, run, context)
-    return cfg, splits, model
-
-
 def test_default_preset_beats_the_classic_baseline_on_a_small_coco_folder(tmp_path):
     folder = write_coco_folder(tmp_path / "coco")
     started = time.time()
-    cfg, splits, model = _train_float_stage(
-        ["--data", str(folder), "--out", str(tmp_path / "run"),
-         "--export-dir", str(tmp_path / "saved_models")])
+    # The default preset's `prepare` and `float` stages, without QAT and
+    # export: those cost minutes and tests/test_detection_end_to_end.py covers them.
+    cfg, splits, model = pipeline.run_float_stage(
+        task, ["--data", str(folder), "--out", str(tmp_path / "run"),
+               "--export-dir", str(tmp_path / "saved_models")])
     seconds = time.time() - started
     info = splits.info
     predict = task.predict_fn_from_raw(artifacts.keras_raw_fn(model), cfg, info)

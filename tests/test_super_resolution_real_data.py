@@ -19,8 +19,7 @@ import skimage
 import sklearn
 from PIL import Image
 
-from common import cli, pipeline, training
-from common.runfolder import RunFolder
+from common import pipeline, training
 import tasks.super_resolution as task
 
 pytestmark = pytest.mark.slow
@@ -59,32 +58,18 @@ def test_the_photographs_ship_and_are_not_built_in_training_images(tmp_path):
                 assert min(image.size) >= 256  # one evaluation tile of 64x64 LR
 
 
-def _psnr_stage(argv):
-    """The `prepare` and `float` stages as `train` runs them (common/pipeline.py)
-    without QAT and export, which tests/test_super_resolution_end_to_end.py
-    covers."""
-    cfg = cli.parse_train_args(task, argv)
-    with RunFolder(cfg) as run:
-        strategy = training.configure(cfg)
-        splits = pipeline.prepare_data(task, cfg, run)
-        context = pipeline.RunContext(
-            run_dir=run.path, strategy=strategy, monitor=("val_psnr", "max"),
-            validation_score=pipeline.validation_scorer(task, cfg, splits))
-        model, outputs = pipeline.train_float(task, cfg, splits, run, context)
-    return cfg, splits, model, outputs
-
-
 def test_default_preset_beats_bicubic_on_a_small_photo_folder(tmp_path):
     folder = write_photo_folder(tmp_path / "photos")
     started = time.time()
     # The default preset with a fifth of its PSNR stage (4 of 20 epochs, 256
     # of 1280 steps: the whole stage costs about 20 CPU-minutes) and no GAN
     # stage (the exported generator is the PSNR-stage one either way,
-    # gan.export=psnr).
-    _, splits, model, _ = _psnr_stage(
-        ["--data", str(folder), "--out", str(tmp_path / "run"),
-         "--export-dir", str(tmp_path / "saved_models"), "--epochs", "4",
-         "--set", "gan.epochs=0"])
+    # gan.export=psnr). Only the `prepare` and `float` stages run: QAT and
+    # export are tests/test_super_resolution_end_to_end.py's.
+    _, splits, model = pipeline.run_float_stage(
+        task, ["--data", str(folder), "--out", str(tmp_path / "run"),
+               "--export-dir", str(tmp_path / "saved_models"), "--epochs", "4",
+               "--set", "gan.epochs=0"])
     seconds = time.time() - started
     info = splits.info
     trained = task.score(lambda lr: model.predict(lr, verbose=0), splits.test, info)
