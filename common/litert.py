@@ -27,9 +27,7 @@ def interpreter_class():
         return tf.lite.Interpreter
 
 
-def make_interpreter(path, num_threads=2, delegates=True):
-    """An allocated interpreter; `delegates=False` keeps the plain op graph
-    (XNNPACK otherwise replaces ops with DELEGATE nodes in the op list)."""
+def _new_interpreter(path, num_threads, delegates):
     cls = interpreter_class()
     kwargs = {}
     if not delegates:
@@ -39,15 +37,38 @@ def make_interpreter(path, num_threads=2, delegates=True):
             kwargs["experimental_op_resolver_type"] = \
                 resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with quiet.captured_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-        interpreter = cls(model_path=str(path), num_threads=num_threads, **kwargs)
-        try:
+        return cls(model_path=str(path), num_threads=num_threads, **kwargs)
+
+
+def _allocate(interpreter, signature=None):
+    """Allocates the main graph, or one signature's subgraph (a signature
+    runner allocates its subgraph only when called; the per-subgraph
+    AllocateTensors has no public name), so that a graph XNNPACK cannot
+    build fails here rather than at its first call."""
+    with quiet.captured_stderr():
+        if signature is None:
             interpreter.allocate_tensors()
-        except RuntimeError:
-            # XNNPACK cannot build some int8 graphs (an unrolled int8 BiLSTM:
-            # "failed to create XNNPACK runtime"); the built-in kernels can.
-            if not delegates:
-                raise
-            return make_interpreter(path, num_threads, delegates=False)
+            return
+        index = getattr(interpreter.get_signature_runner(signature), "_subgraph_index", None)
+        wrapper = getattr(interpreter, "_interpreter", None)
+        if wrapper is not None and index is not None:
+            wrapper.AllocateTensors(index)
+
+
+def make_interpreter(path, num_threads=2, delegates=True):
+    """An allocated interpreter; `delegates=False` keeps the plain op graph
+    (XNNPACK otherwise replaces ops with DELEGATE nodes in the op list)."""
+    interpreter = _new_interpreter(path, num_threads, delegates)
+    try:
+        _allocate(interpreter)
+        for signature in interpreter.get_signature_list():
+            _allocate(interpreter, signature)
+    except RuntimeError:
+        # XNNPACK cannot build some int8 graphs (an unrolled int8 BiLSTM:
+        # "failed to create XNNPACK runtime"); the built-in kernels can.
+        if not delegates:
+            raise
+        return make_interpreter(path, num_threads, delegates=False)
     return interpreter
 
 
@@ -148,9 +169,20 @@ def load(path, num_threads=2):
     """A `.tflite` as a raw function: one `LiteRTModel`, or {signature:
     LiteRTModel} for a file with several signatures (an encoder and a decoder
     step driven by a host loop); the signatures share one interpreter."""
-    interpreter = make_interpreter(path, num_threads=num_threads)
+    interpreter = _new_interpreter(path, num_threads, delegates=True)
     signatures = list(interpreter.get_signature_list())
     if len(signatures) <= 1:
-        return LiteRTModel(path, interpreter=interpreter)
-    return {key: LiteRTModel(path, signature=key, interpreter=interpreter)
-            for key in signatures}
+        return LiteRTModel(path, interpreter=make_interpreter(path, num_threads=num_threads))
+    models, plain = {}, None
+    for key in signatures:
+        try:
+            _allocate(interpreter, key)
+            models[key] = LiteRTModel(path, signature=key, interpreter=interpreter)
+        except RuntimeError:
+            # XNNPACK cannot build this signature (the int8 unrolled BiLSTM
+            # of TTS's encoder): the built-in kernels run it, and the other
+            # signatures keep XNNPACK (one fallback for the whole file made
+            # the TTS decoder step ten times slower).
+            plain = plain or make_interpreter(path, num_threads, delegates=False)
+            models[key] = LiteRTModel(path, signature=key, interpreter=plain)
+    return models

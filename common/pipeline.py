@@ -464,6 +464,35 @@ def int8_slower_note(latency_ms, sizes):
             "smaller; `export.float_layers` can keep chosen layers float.")
 
 
+def int8_budget(task, metrics):
+    """The task's INT8 quality budget checked on the test scores: optional
+    `INT8_BUDGET = {metric: largest relative loss}` (metrics where lower is
+    better, e.g. TTS mel L1 within 10% of float). Returns the per-metric
+    figures and a note for the report, or None."""
+    budget = _optional(task, "INT8_BUDGET", None)
+    if not budget or "int8" not in metrics or "float" not in metrics:
+        return None
+    checks, within = {}, True
+    for metric, tolerance in budget.items():
+        if metric not in metrics["int8"] or metric not in metrics["float"]:
+            continue
+        float_value, int8_value = metrics["float"][metric], metrics["int8"][metric]
+        loss = (int8_value - float_value) / max(abs(float_value), 1e-12)
+        checks[metric] = {"float": float_value, "int8": int8_value,
+                          "relative_loss": loss, "budget": tolerance}
+        within = within and loss <= tolerance
+    if not checks:
+        return None
+    figures = "; ".join(f"{metric} {c['int8']:.4f} vs float {c['float']:.4f} "
+                        f"({c['relative_loss']:+.1%}, budget {c['budget']:.0%})"
+                        for metric, c in checks.items())
+    note = (f"INT8 within its budget: {figures}." if within else
+            f"INT8 EXCEEDS its budget: {figures}. Ship the float file, or export with "
+            "16-bit activations (--set export.int16_activations=true, LiteRT's 16x8 mode) "
+            "or keep the worst layers float (export.float_layers).")
+    return {"within": within, "metrics": checks, "note": note}
+
+
 def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
                  metrics, predict_fns):
     """Stage `report`: report.json (the contract), report.md, pictures."""
@@ -500,6 +529,9 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
     slower = int8_slower_note(latency_ms, sizes)
     if slower:
         notes.append(slower)
+    budget = int8_budget(task, metrics)
+    if budget:
+        notes.append(budget["note"])
 
     pictures = []
     stages_dir = run.file("stages")
@@ -539,6 +571,7 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
         # QAT coverage, the layers with the largest INT8 error.
         "quantization": export_outputs.get("quantization", {}),
         "int8_validation": export_outputs.get("validation", {}),
+        "int8_budget": {key: value for key, value in (budget or {}).items() if key != "note"},
         "xla": training.use_xla(cfg.run),
         "deterministic": not cfg.run.fast_nondeterministic,
         # The epoch whose weights each stage kept (best by its monitor).

@@ -32,3 +32,20 @@ def test_attention_focus_and_free_running_l1():
     # stopping early costs: the missing frames count as silence (-5)
     assert metrics.free_running_l1(target[:5], target) == 2.5
     assert metrics.free_running_l1(target, target) == 0.0
+
+
+def test_int8_budget_note_says_within_or_exceeded_with_the_loss():
+    import tasks.tts as task
+    from common import pipeline
+
+    def metrics(int8_l1):
+        return {"float": {"mel_l1": 0.50, "mel_l1_teacher_forced": 0.20},
+                "int8": {"mel_l1": int8_l1, "mel_l1_teacher_forced": 0.21}}
+
+    within = pipeline.int8_budget(task, metrics(0.52))
+    assert within["within"] and within["note"].startswith("INT8 within its budget")
+    assert abs(within["metrics"]["mel_l1"]["relative_loss"] - 0.04) < 1e-9
+    exceeded = pipeline.int8_budget(task, metrics(0.60))  # +20% > 10%
+    assert not exceeded["within"]
+    assert "EXCEEDS" in exceeded["note"] and "+20.0%" in exceeded["note"]
+    assert "export.int16_activations" in exceeded["note"]
