@@ -75,3 +75,16 @@ def test_long_text_is_cut_at_sentence_ends_or_refused():
     assert text.split_for_model("One. Two.", 20) == ["one. two."]
     with pytest.raises(text.TextTooLongError, match="at most 19"):
         text.split_for_model("a" * 30 + ". Short.", 20)
+
+
+def test_serving_graph_reads_text_as_the_host_does():
+    import tensorflow as tf
+
+    from tasks.tts import serving
+
+    texts = ["Café déjà vu, 42 times!", "  Hello   world .", "naïve \u201cquote\u201d it\u2019s",
+             "Ünïcödé — Straße 7", "emoji \U0001F600 ok", "price: 5€ #1"]
+    ids = serving._ids(tf.constant(texts), 48).numpy()
+    for row, original in zip(ids, texts):
+        expected = text.encode(original, warn=False)
+        assert list(row[:len(expected)]) == expected and not row[len(expected):].any()

@@ -1,11 +1,14 @@
 """The TF Serving signature: text in, waveform and sample rate out.
 
-Everything runs in the graph: characters to symbol ids (a lookup table;
-characters outside the symbol set are dropped, as on the host), the
+Everything runs in the graph: characters to symbol ids, normalized as on
+the host (digits read out, accents removed, characters outside the symbol
+set dropped; `normalized_text`), the
 encoder, the decoder loop (`tf.while_loop`, stopping when every text has
 emitted its stop token or at `model.max_decoder_steps`), the post-net, and
 Griffin-Lim with tf.signal.
 """
+
+import unicodedata
 
 import numpy as np
 import tensorflow as tf
@@ -16,20 +19,52 @@ from tasks.tts import text as text_lib
 from tasks.tts.audio import SILENCE
 
 
+def _folding_table(size=0x2020):
+    """Code point -> the code point the host's `text.normalize` turns it
+    into (accents removed, lower case, curly quotes straight), -1 for
+    characters outside the symbol set (dropped); up to the quotes U+2019."""
+    table = np.full(size, -1, np.int32)
+    for code in range(size):
+        folded = unicodedata.normalize("NFKD", chr(code))
+        folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower()
+        folded = {"\u2019": "'", "\u2018": "'"}.get(folded, folded)
+        if folded.isspace():
+            table[code] = ord(" ")
+        elif len(folded) == 1 and folded in text_lib.SYMBOL_TO_ID \
+                and folded not in (text_lib.PAD, text_lib.END):
+            table[code] = ord(folded)
+    return table
+
+
+def normalized_text(strings):
+    """`text.normalize` in the graph: digits read out, accents removed,
+    lower case, characters outside the symbol set dropped, spaces collapsed
+    and none before punctuation."""
+    for digit, word in enumerate(text_lib.DIGIT_WORDS):
+        strings = tf.strings.regex_replace(strings, str(digit), f" {word} ")
+    table = tf.constant(_folding_table())
+    codes = tf.strings.unicode_decode(strings, "UTF-8", errors="replace")
+    codes = tf.ragged.map_flat_values(
+        lambda c: tf.where(c < tf.size(table), tf.gather(table, tf.minimum(c, tf.size(table) - 1)),
+                           -1), codes)
+    codes = tf.ragged.boolean_mask(codes, codes >= 0)
+    strings = tf.strings.unicode_encode(codes, "UTF-8")
+    strings = tf.strings.regex_replace(strings, r"\s+", " ")
+    strings = tf.strings.regex_replace(strings, r" ([.,?!;:])", r"\1")
+    return tf.strings.strip(strings)
+
+
 def _ids(strings, max_length):
-    """Symbol ids (N, max_length) of a batch of strings: lower-cased, code
-    points looked up in a constant table (no lookup-table resource to
-    track), characters outside the symbol set dropped, the end symbol
-    appended, padded with 0."""
+    """Symbol ids (N, max_length) of a batch of strings, normalized as on the
+    host, looked up in a constant table (no lookup-table resource to
+    track), the end symbol appended, padded with 0."""
     table = np.full(128, -1, np.int32)
     for symbol, index in text_lib.SYMBOL_TO_ID.items():
         if index > 1:
             table[ord(symbol)] = index
-    codes = tf.strings.unicode_decode(tf.strings.lower(strings), "UTF-8",
-                                      errors="replace")
-    codes = tf.ragged.map_flat_values(lambda c: tf.where(c < 128, c, 0), codes)
+    codes = tf.strings.unicode_decode(normalized_text(strings), "UTF-8")
     ids = tf.ragged.map_flat_values(lambda c: tf.gather(tf.constant(table), c), codes)
-    ids = tf.ragged.boolean_mask(ids, ids >= 0)[:, :max_length - 1]
+    ids = ids[:, :max_length - 1]
     end = tf.fill([tf.shape(strings)[0], 1], text_lib.SYMBOL_TO_ID[text_lib.END])
     ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
     return ids.to_tensor(default_value=0, shape=[None, max_length])
