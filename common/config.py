@@ -93,6 +93,9 @@ class ExportConfig:
     # ...or the whole file with 16-bit activations and 8-bit weights
     # (LiteRT's 16x8 mode: closer to float, slower than int8). One of the two.
     int16_activations: bool = False
+    # ...or 8-bit weights with float activations (dynamic-range
+    # quantization: no calibration, weights 4x smaller, activations exact).
+    weight_only: bool = False
     # Limits every SavedModel signature enforces, so that one request cannot
     # exhaust the server: images per batch, pixels per image (checked from
     # the header, before decoding), bytes per text.

@@ -10,13 +10,16 @@ leaves a broken artifact; SavedModel exports take the next free integer
 version and never overwrite.
 """
 
+import atexit
 import collections
 import contextlib
+import hashlib
 import io
 import os
 import re
 import shutil
 import tempfile
+import weakref
 
 import keras
 import numpy as np
@@ -72,21 +75,56 @@ def _raw_function(model):
     return raw
 
 
+def _may_hold_resources(model):
+    """Whether `model` or one of its layers keeps, directly or in a list or
+    dict, a TensorFlow module or resource that is not a Keras layer (such as
+    a WordPiece tokenizer and its lookup table); True for non-Keras objects."""
+    from tensorflow.saved_model.experimental import TrackableResource
+
+    if not isinstance(model, keras.layers.Layer):
+        return True
+
+    def foreign(value):
+        return (isinstance(value, (tf.Module, TrackableResource))
+                and not isinstance(value, keras.layers.Layer))
+
+    for layer in [model] + list(_all_layers(model)):
+        for value in vars(layer).values():
+            items = (list(value.values()) if isinstance(value, dict)
+                     else list(value) if isinstance(value, (list, tuple)) else [value])
+            if any(foreign(item) for item in items):
+                return True
+    return False
+
+
 def write_saved_model(path, model, endpoints, verbose=False):
     """Write `model` (or a list of models) with `endpoints` {name: (fn, [specs])}
     to `path`."""
     archive = keras.export.ExportArchive()
     for tracked in (model if isinstance(model, list) else [model]):
         archive.track(tracked)
+    # On writing, Keras walks the whole object graph of every tracked model
+    # for lookup tables to save (the tokenizers' tables): seconds for a QAT
+    # model of hundreds of layers. Only models that hold a TensorFlow module
+    # or resource outside Keras's own layers are walked; the others have no
+    # table to find (their variables come from the endpoints either way).
+    if isinstance(getattr(archive, "_tracked", None), list):
+        archive._tracked = [tracked for tracked in archive._tracked
+                            if _may_hold_resources(tracked)]
     for name, (function, signature) in endpoints.items():
         archive.add_endpoint(name, function, input_signature=signature)
+    # No gradient functions: by default SavedModel traces the gradient of
+    # every op type in the graph (for fine-tuning the loaded model), which
+    # neither TF Serving nor the LiteRT converter reads; it cost 3-4 s of a
+    # 12 s write of the detection smoke model (same .tflite bytes without it).
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     with contextlib.redirect_stdout(io.StringIO()):
-        archive.write_out(path, verbose=verbose)
+        archive.write_out(path, options=options, verbose=verbose)
 
 
 def convert_to_tflite(model, path, representative_dataset=None,
                       int8_io=True, batch_size=1, float_layers=(),
-                      int16_activations=False):
+                      int16_activations=False, weight_only=False):
     """Convert the fixed-shape `model` to a `.tflite` file at `path`.
 
     `model` is one Keras model (signature "serve") or a dict {signature: model}
@@ -108,13 +146,21 @@ def convert_to_tflite(model, path, representative_dataset=None,
       says which ops each name matched under "float_layers".
     - `int16_activations`: the whole file in LiteRT's 16x8 mode, int16
       activations and int8 weights (inputs and outputs int16 with `int8_io`).
+      (The calibrator refuses int32 inputs in this mode, e.g. token ids.)
+    - `weight_only`: dynamic-range quantization, int8 weights and float
+      activations (no calibration; the representative dataset is unused).
     """
     float_layers = list(float_layers or ())
     if float_layers and isinstance(model, dict):
         raise UserError("export.float_layers: a multi-signature model cannot keep "
                         "chosen layers float (LiteRT's quantization debugger takes "
                         "one signature); use export.int16_activations")
-    if (float_layers or int16_activations) and representative_dataset is None:
+    if weight_only and (float_layers or int16_activations):
+        raise UserError("export.weight_only keeps every activation float: it cannot be "
+                        "combined with export.float_layers or export.int16_activations")
+    if weight_only:
+        representative_dataset = None
+    elif (float_layers or int16_activations) and representative_dataset is None:
         raise ValueError("float_layers / int16_activations need a representative "
                          "dataset (they are INT8 conversion options)")
     if float_layers and int16_activations:
@@ -130,11 +176,7 @@ def convert_to_tflite(model, path, representative_dataset=None,
                             f"model; its layers are: {', '.join(known)}")
     matched = {}
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
-        saved_model_dir = os.path.join(folder, "saved_model")
-        write_saved_model(
-            saved_model_dir, list(parts.values()),
-            {key: (_raw_function(part), [input_signature(part, batch_size=batch_size)])
-             for key, part in parts.items()})
+        saved_model_dir = conversion_saved_model(parts, batch_size)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model_dir, signature_keys=list(parts))
         if representative_dataset is not None:
@@ -152,6 +194,8 @@ def convert_to_tflite(model, path, representative_dataset=None,
                 converter.inference_output_type = io_type
         else:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            if weight_only:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if float_layers:
             flatbuffer, matched = _convert_with_float_layers(
                 converter, representative_dataset, parts, float_layers, folder)
@@ -163,7 +207,62 @@ def convert_to_tflite(model, path, representative_dataset=None,
         report["float_layers"] = matched
     if int16_activations:
         report["int16_activations"] = True
+    if weight_only:
+        report["weight_only"] = True
     return report
+
+
+# SavedModels written for conversion, newest last: [(parts, batch size,
+# weights digest, folder)]. A run converts its float model to LiteRT float,
+# to post-training INT8 and, for the per-layer INT8 error, once more; tracing
+# and writing the same SavedModel each time cost 5-10 s on two cores.
+_CONVERSION_SAVED_MODELS = []
+_CONVERSION_CACHE_SIZE = 2
+
+
+def _weights_digest(parts):
+    """A digest of every weight of `parts`: a model trained further between
+    two conversions is written again."""
+    digest = hashlib.sha1()
+    for part in parts.values():
+        for variable in part.weights:
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()
+
+
+def _remove_conversion_saved_models():
+    while _CONVERSION_SAVED_MODELS:
+        shutil.rmtree(os.path.dirname(_CONVERSION_SAVED_MODELS.pop()[3]), ignore_errors=True)
+
+
+atexit.register(_remove_conversion_saved_models)
+
+
+def conversion_saved_model(parts, batch_size=1):
+    """The folder of a SavedModel of `parts` ({signature: Keras model}), each
+    signature the part's raw call on inputs of `batch_size`, as the LiteRT
+    converter reads it. The same parts with unchanged weights reuse the
+    folder written before (removed when the process exits)."""
+    digest = _weights_digest(parts)
+    for entry in _CONVERSION_SAVED_MODELS:
+        cached_parts, cached_batch, cached_digest, folder = entry
+        if (cached_batch == batch_size and cached_digest == digest
+                and list(cached_parts) == list(parts)
+                and all(cached_parts[key]() is parts[key] for key in parts)
+                and os.path.isdir(folder)):
+            return folder
+    folder = os.path.join(tempfile.mkdtemp(prefix="export-"), "saved_model")
+    write_saved_model(
+        folder, list(parts.values()),
+        {key: (_raw_function(part), [input_signature(part, batch_size=batch_size)])
+         for key, part in parts.items()})
+    _CONVERSION_SAVED_MODELS.append(
+        ({key: weakref.ref(part) for key, part in parts.items()}, batch_size, digest,
+         folder))
+    while len(_CONVERSION_SAVED_MODELS) > _CONVERSION_CACHE_SIZE:
+        shutil.rmtree(os.path.dirname(_CONVERSION_SAVED_MODELS.pop(0)[3]),
+                      ignore_errors=True)
+    return folder
 
 
 def _convert_with_float_layers(converter, representative_dataset, parts, layer_names,

@@ -238,7 +238,14 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
     if qat_model is not None:
         conversions.append(("tflite_int8", "model_int8.tflite", qat_edge, representative,
                             "LiteRT INT8 (QAT)"))
-    if cfg.export.post_training_int8 or qat_model is None:
+    if cfg.export.weight_only and qat_model is None:
+        # int8 weights, float activations ship; the all-int8 file beside it
+        # is scored too, so the report shows what full INT8 would lose.
+        conversions += [("tflite_int8", "model_int8.tflite", edge, representative,
+                         "LiteRT int8 weights, float activations (export.weight_only)"),
+                        ("tflite_ptq_int8", "model_ptq_int8.tflite", edge, representative,
+                         "LiteRT INT8 (post-training, all int8, for comparison)")]
+    elif cfg.export.post_training_int8 or qat_model is None:
         key, name = (("tflite_ptq_int8", "model_ptq_int8.tflite") if qat_model is not None
                      else ("tflite_int8", "model_int8.tflite"))
         conversions.append((key, name, edge, representative, "LiteRT INT8 (post-training)"))
@@ -252,7 +259,8 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
             # Layers kept float / 16-bit activations: post-training files only
             # (a QAT model's ranges are 8-bit).
             mixed = {"float_layers": cfg.export.float_layers,
-                     "int16_activations": cfg.export.int16_activations} \
+                     "int16_activations": cfg.export.int16_activations,
+                     "weight_only": cfg.export.weight_only and key == "tflite_int8"} \
                 if calibration is not None and source is edge else {}
             with quiet.captured_stderr(cfg.run.verbose):
                 op_report = export.convert_to_tflite(source, run.file(name), calibration,
@@ -264,10 +272,11 @@ def export_models(task, cfg, splits, model, edge, qat_model, run):
                         debug_layers=(cfg.export.debug_layers and source is edge
                                       and not multipart), conversion=op_report)
                     if source is qat_edge and (cfg.export.float_layers
-                                               or cfg.export.int16_activations):
+                                               or cfg.export.int16_activations
+                                               or cfg.export.weight_only):
                         notes.append(f"{name}: all 8-bit; export.float_layers / "
-                                     "export.int16_activations apply to the post-training "
-                                     "file only.")
+                                     "export.int16_activations / export.weight_only apply "
+                                     "to the post-training file only.")
                     previous = {"ops": op_report, "quantization": summary, "notes": notes}
             run.record(step, time.time() - started, previous)
         outputs["artifacts"][key] = name
@@ -488,8 +497,9 @@ def int8_budget(task, metrics):
                         for metric, c in checks.items())
     note = (f"INT8 within its budget: {figures}." if within else
             f"INT8 EXCEEDS its budget: {figures}. Ship the float file, or export with "
-            "16-bit activations (--set export.int16_activations=true, LiteRT's 16x8 mode) "
-            "or keep the worst layers float (export.float_layers).")
+            "8-bit weights and float activations (--set export.weight_only=true), "
+            "16-bit activations (export.int16_activations, LiteRT's 16x8 mode) "
+            "or the worst layers float (export.float_layers).")
     return {"within": within, "metrics": checks, "note": note}
 
 

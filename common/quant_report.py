@@ -316,12 +316,9 @@ def worst_layers(float_model, representative, count=5, int8_io=True):
     from common import export
 
     model = export.as_float32(float_model)
-    signature = export.input_signature(model, batch_size=1)
     with tempfile.TemporaryDirectory(prefix="debug-") as folder:
-        saved_model_dir = os.path.join(folder, "saved_model")
-        export.write_saved_model(
-            saved_model_dir, model,
-            {"serve": (lambda inputs: model(inputs, training=False), [signature])})
+        # The SavedModel the post-training INT8 export just converted.
+        saved_model_dir = export.conversion_saved_model({"serve": model}, batch_size=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model_dir, signature_keys=["serve"])
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -369,11 +366,16 @@ def describe_int8(tflite_path, float_model, qat_model=None, representative=None,
     tflite = summary["tflite"]
     unit = "compute ops" if tflite["shares_are_op_counts"] else "multiply-accumulates"
     conversion = conversion or {}
-    if conversion.get("float_layers") or conversion.get("int16_activations"):
+    if conversion.get("float_layers") or conversion.get("int16_activations") \
+            or conversion.get("weight_only"):
         summary["mixed_precision"] = {
             "float_layers": conversion.get("float_layers", {}),
             "int16_activations": bool(conversion.get("int16_activations")),
+            "weight_only": bool(conversion.get("weight_only")),
         }
+    if conversion.get("weight_only"):
+        notes.append(f"{name}: int8 weights, float activations (export.weight_only, "
+                     "dynamic-range quantization): the compute stays float.")
     if conversion.get("float_layers"):
         layers = conversion["float_layers"]
         notes.append(
@@ -383,7 +385,7 @@ def describe_int8(tflite_path, float_model, qat_model=None, representative=None,
         notes.append(
             f"{name}: 16-bit activations, 8-bit weights (export.int16_activations): "
             f"{100 * tflite['mac_share_int16']:.1f}% of {unit} run int16 x int8.")
-    if tflite["float_compute_ops"]:
+    if tflite["float_compute_ops"] and not conversion.get("weight_only"):
         notes.append(
             f"{name}: {100 * tflite['mac_share_float']:.1f}% of {unit} stay float "
             f"({', '.join(tflite['float_compute_ops'][:8])}"

@@ -110,8 +110,11 @@ def write_markdown(report, path):
         for name, op_report in ops.items():
             float_ops = op_report.get("float_ops", [])
             compute = op_report.get("float_compute_ops", [])
+            # report.json keeps every op; the page shows the first dozen.
+            shown = ", ".join(compute[:12]) + (f", ... ({len(compute)} in all)"
+                                                if len(compute) > 12 else "")
             lines.append(f"- `{name}`: compute ops on float: "
-                         f"{', '.join(compute) if compute else 'none'}; "
+                         f"{shown if compute else 'none'}; "
                          f"other ops left in float: {', '.join(float_ops) if float_ops else 'none'}")
     for name, summary in report.get("quantization", {}).items():
         if not summary:

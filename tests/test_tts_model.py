@@ -114,3 +114,24 @@ def test_guided_attention_loss_prefers_the_diagonal():
     on = float(np.asarray(tts_model.guided_attention_loss(guide, diagonal)).mean())
     off = float(np.asarray(tts_model.guided_attention_loss(guide, anti)).mean())
     assert on < 0.01 and off > 0.5
+
+
+def test_weight_only_file_keeps_float_activations_and_the_models_answers(
+        trained_free_model, tmp_path):
+    from common import export, litert
+
+    cfg, _, edge = trained_free_model
+    path = str(tmp_path / "weight_only.tflite")
+    report = export.convert_to_tflite(edge, path, None, weight_only=True)
+    assert report["weight_only"]
+    # int8 weights, float compute: no quantized activations anywhere.
+    assert report["ops"].get("DEQUANTIZE/int8") or report["ops"].get("FULLY_CONNECTED/float32")
+    assert not [op for op in report["ops"] if op.endswith("/int8") and op.split("/")[0]
+                in ("FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL")]
+    ids = np.asarray(text.encode("the dog ran."), np.int32)
+    mel = np.random.default_rng(0).uniform(-4, 0, (6 * cfg.model.reduction, 80))
+    expected = inference.Synthesizer(_raw(edge), cfg).synthesize(ids, teacher_mel=mel)
+    got = inference.Synthesizer(litert.load(path), cfg).synthesize(ids, teacher_mel=mel)
+    # 8-bit weights move the frames a little, far less than the mel scale (-5..0).
+    assert np.abs(got["mel_postnet"] - expected["mel_postnet"]).max() < 0.05
+    assert np.abs(got["mel_postnet"] - expected["mel_postnet"]).max() > 0  # really quantized

@@ -126,10 +126,16 @@ PRESETS = {
         "export.debug_layers": False,
     }),
     # The built-in demo on 2 CPU cores: the small Tacotron on the espeak-ng
-    # corpus, with guided attention.
+    # corpus, with guided attention. 80 epochs (3,200 steps, about 40 minutes
+    # here): at 40 the held-out WER was 0.47, at 80 0.11.
     "default": _preset(_COMMON, _SMALL, {
         "train.batch_size": 32, "train.learning_rate": 2e-3, "train.clipnorm": 1.0,
-        "train.epochs": 40, "train.schedule": "cosine",
+        "train.epochs": 80, "train.schedule": "cosine",
+        # All-int8 (post-training) lost 31% teacher-forced and 65% free-running
+        # mel L1 on the trained default model (WER 0.24 vs 0.11); int8 weights
+        # with float activations lost nothing measurable (WER 0.09): that file
+        # ships as model_int8.tflite, the all-int8 one is scored beside it.
+        "export.weight_only": True,
         "export.representative_samples": 16, "export.latency_samples": 3,
         "export.debug_layers": False,
     }),
