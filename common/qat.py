@@ -42,6 +42,8 @@ import warnings
 import keras
 from keras import ops
 
+from common import keras_fixes  # noqa: F401  (Keras saves and loads QAT models)
+
 # Activation functions the converter fuses into the preceding conv / dense /
 # add, so the fake-quant belongs after them, not before.
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "linear")

@@ -1,18 +1,16 @@
 """Distribution: TF_CONFIG is checked before a multi-worker strategy is made
-(a broken one is one clear error, not a hang), and mirrored training over two
-logical CPU devices matches a single-device run."""
+(a broken one is one clear error, not a hang). Mirrored training over two
+logical CPU devices is compared with a single-device run in
+tests/test_segmentation_end_to_end.py, whose smoke run is the single-device one."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from common import cluster
 from common.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOOD = {"cluster": {"worker": ["127.0.0.1:12345", "127.0.0.1:12346"]},
         "task": {"type": "worker", "index": 1}}
 
@@ -52,36 +50,3 @@ def test_multi_worker_strategy_checks_tf_config_first(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}')
     with pytest.raises(UserError, match="TF_CONFIG: not valid JSON"):
         training.make_strategy("multi_worker")
-
-
-# The `prepare` and `float` stages of the segmentation smoke run in a child
-# process (the strategy's logical devices must exist before TensorFlow
-# starts), scored on the test split: QAT and export do not depend on the
-# strategy and cost minutes.
-FLOAT_STAGE = """
-import json, sys
-import tasks.segmentation as task
-from common import artifacts, pipeline
-cfg, splits, model = pipeline.run_float_stage(task, sys.argv[1:])
-info = splits.info
-fns = dict(task.baseline_predict_fns(splits, info),
-           float=pipeline.predict_fn_from_raw(task, artifacts.keras_raw_fn(model), cfg, info))
-print(json.dumps({name: task.score(fn, splits.test, info)["dice"] for name, fn in fns.items()}))
-"""
-
-
-def _dice(tmp_path, name, *extra):
-    result = subprocess.run(
-        [sys.executable, "-c", FLOAT_STAGE, "--preset", "smoke", "--out", str(tmp_path / name),
-         "--export-dir", str(tmp_path / "sm"), *extra],
-        cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
-    scores = json.loads(result.stdout.strip().splitlines()[-1])
-    return scores["float"], max(value for key, value in scores.items() if key != "float")
-
-
-@pytest.mark.slow
-def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path):
-    single, baseline = _dice(tmp_path, "single")
-    mirrored, _ = _dice(tmp_path, "mirrored", "--strategy", "mirrored")
-    assert mirrored > baseline + 0.1
-    assert abs(mirrored - single) < 0.1

@@ -1,4 +1,10 @@
-"""The whole flow on the smoke preset: train, QAT, export, evaluate, serve, predict."""
+"""The whole flow on the smoke preset: train, QAT, export, evaluate, serve, predict.
+
+Three checks share this file's runs instead of training the smoke model again:
+the same-seed check compares the QAT run with the suite benchmark's run (the
+same seed, no QAT, in a child process), and mirrored training over two
+logical CPUs is compared with the QAT run's float model (the float stage
+does not depend on what follows it)."""
 
 import json
 import os
@@ -15,10 +21,12 @@ from PIL import Image
 from tasks.segmentation import evaluate as evaluate_cli
 from tasks.segmentation import export as export_cli
 from tasks.segmentation import predict as predict_cli
+from tasks import suite
 from tasks.segmentation import train
 
 pytestmark = pytest.mark.slow
 SUBPROCESS_TIMEOUT = 600
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke_argv(root):
@@ -32,6 +40,18 @@ def run(tmp_path_factory):
     # The per-layer INT8 error (off in the smoke preset) is checked here.
     report = train.main(smoke_argv(root) + ["--set", "export.debug_layers=true"])
     return report, str(root / "run"), str(root / "saved_models")
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    """`python -m tasks benchmark` of segmentation at smoke without QAT: a
+    second run of the same seed, in a child process."""
+    root = tmp_path_factory.mktemp("benchmark")
+    readme = root / "README.md"
+    readme.write_text(f"{suite.README_START}\n{suite.README_END}\n")
+    rows = suite.benchmark(["segmentation"], "smoke", str(root),
+                           ["--no-qat", "--set", "export.debug_layers=false"], str(readme))
+    return rows, root, readme
 
 
 def saved_model_path(report, out):
@@ -163,15 +183,72 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
     assert report["metrics"]["float"]["dice"] > report["metrics"]["baseline"]["dice"]
 
 
-def test_the_same_seed_gives_the_same_report(run, tmp_path_factory):
+def test_the_same_seed_gives_the_same_report(run, benchmark_run):
     first, _, _ = run
-    # Without QAT (minutes of tracing the fake-quant graph; its determinism
-    # rests on the same seeds), the post-training file is the INT8 one.
-    second = train.main(smoke_argv(tmp_path_factory.mktemp("again")) + ["--no-qat"])
+    # The benchmark's run: the same seed without QAT (minutes of tracing the
+    # fake-quant graph; its determinism rests on the same seeds), so the
+    # post-training file is the INT8 one; trained in another process.
+    _, root, _ = benchmark_run
+    run_dir = next(root.glob("runs-smoke-*/segmentation-smoke"))
+    second = json.loads((run_dir / "report.json").read_text())
     assert second["metrics"]["float"]["dice"] == first["metrics"]["float"]["dice"]
     assert second["metrics"]["int8"]["dice"] == first["metrics"]["ptq_int8"]["dice"]
     assert second["sizes_bytes"]["tflite_float"] == first["sizes_bytes"]["tflite_float"]
     assert second["sizes_bytes"]["tflite_int8"] == first["sizes_bytes"]["tflite_ptq_int8"]
+
+
+def test_benchmark_row_comes_from_the_task_report(benchmark_run):
+    rows, tmp_path, readme = benchmark_run
+    saved = json.loads((tmp_path / "suite-smoke.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(rows))
+    row = rows[0]
+    run_dir = next(p for p in (tmp_path).glob("runs-smoke-*/segmentation-smoke"))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert row["float"] == report["metrics"]["float"]["dice"]
+    assert row["baseline"] == report["metrics"]["baseline"]["dice"]
+    assert row["INT8 .tflite KB"] * 1024 == report["sizes_bytes"]["tflite_int8"]
+    # --no-qat: the INT8 file is post-training, and the table says so.
+    assert row["QAT INT8"] is None and row["PTQ INT8"] == report["metrics"]["int8"]["dice"]
+    # The child's own peak (TensorFlow alone needs hundreds of MiB), not ours.
+    assert 300 < row["peak MiB"] < 8000
+    assert row["train examples/s"] > 0
+    table = (tmp_path / "suite-smoke.md").read_text()
+    assert "| segmentation | dice |" in table
+    assert "All tasks in" in table and table in readme.read_text()
+    assert (tmp_path / "suite-smoke.png").stat().st_size > 1000
+
+
+# The `prepare` and `float` stages of the segmentation smoke run in a child
+# process (the strategy's logical devices must exist before TensorFlow
+# starts), scored on the test split: QAT and export do not depend on the
+# strategy and cost minutes.
+FLOAT_STAGE = """
+import json, sys
+import tasks.segmentation as task
+from common import artifacts, pipeline
+cfg, splits, model = pipeline.run_float_stage(task, sys.argv[1:])
+info = splits.info
+fns = dict(task.baseline_predict_fns(splits, info),
+           float=pipeline.predict_fn_from_raw(task, artifacts.keras_raw_fn(model), cfg, info))
+print(json.dumps({name: task.score(fn, splits.test, info)["dice"] for name, fn in fns.items()}))
+"""
+
+
+def test_mirrored_over_two_logical_cpus_matches_one_device(run, tmp_path):
+    # One device: the float model of this file's smoke run (same preset and
+    # seed), scored on the same test split by the evaluate stage.
+    report, _, _ = run
+    single = report["metrics"]["float"]["dice"]
+    result = subprocess.run(
+        [sys.executable, "-c", FLOAT_STAGE, "--preset", "smoke", "--out",
+         str(tmp_path / "mirrored"), "--export-dir", str(tmp_path / "sm"),
+         "--strategy", "mirrored"],
+        cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    mirrored = scores.pop("float")
+    assert max(scores.values()) == report["metrics"]["baseline"]["dice"]
+    assert mirrored > max(scores.values()) + 0.1
+    assert abs(mirrored - single) < 0.1
 
 
 def test_startup_noise_is_hidden_and_errors_stay_one_line(tmp_path):

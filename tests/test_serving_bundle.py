@@ -52,6 +52,7 @@ class Exports:
     def __init__(self, folder):
         self.folder = folder
         self.exported = {}
+        self._loaded = {}
 
     def __getitem__(self, name):
         if name not in self.exported:
@@ -62,6 +63,13 @@ class Exports:
             self.exported[name] = pipeline.export_serving(task, cfg, model, splits.info,
                                                           self.folder)
         return self.exported[name]
+
+    def loaded(self, name):
+        """The task's SavedModel loaded once for every test that reads it
+        (a load restores and traces its functions again: seconds each)."""
+        if name not in self._loaded:
+            self._loaded[name] = tf.saved_model.load(self[name])
+        return self._loaded[name]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +104,7 @@ def test_models_config_names_every_exported_task(exports):
 
 @pytest.mark.parametrize("name", TASKS)
 def test_serving_default_matches_readme_and_client(exports, name):
-    loaded = tf.saved_model.load(exports[name])
+    loaded = exports.loaded(name)
     specs = loaded.signatures["serving_default"].structured_input_signature[1]
     assert {key: spec.dtype.name for key, spec in specs.items()} == \
         {client.SERVING_INPUTS[name][0]: client.SERVING_INPUTS[name][1]}
@@ -110,13 +118,13 @@ def test_warmup_requests_parse_and_replay(exports, name):
     assert len(requests) == 1
     assert set(requests[0].inputs) == {client.SERVING_INPUTS[name][0]}
     answers = serving_bundle.replay(version_dir, requests)
-    outputs = tf.saved_model.load(version_dir).signatures["serving_default"].structured_outputs
+    outputs = exports.loaded(name).signatures["serving_default"].structured_outputs
     assert set(answers[0]) == set(outputs)
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_rest_body_answers_like_the_signature(exports, name, tmp_path):
-    signature = tf.saved_model.load(exports[name]).signatures["serving_default"]
+    signature = exports.loaded(name).signatures["serving_default"]
     inputs = client.build_inputs(name, raw_inputs_for(name, str(tmp_path)))
     direct = signature(**{key: tf.constant(value) for key, value in inputs.items()})
     body = client.rest_body(inputs)
