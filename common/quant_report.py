@@ -371,9 +371,9 @@ def describe_int8(tflite_path, float_model, qat_model=None, representative=None,
         summary["mixed_precision"] = {
             "float_layers": conversion.get("float_layers", {}),
             "int16_activations": bool(conversion.get("int16_activations")),
-            "weight_only": bool(conversion.get("weight_only")),
         }
     if conversion.get("weight_only"):
+        summary["mixed_precision"]["weight_only"] = True
         notes.append(f"{name}: int8 weights, float activations (export.weight_only, "
                      "dynamic-range quantization): the compute stays float.")
     if conversion.get("float_layers"):
