@@ -171,8 +171,12 @@ def load(path, num_threads=2):
     step driven by a host loop); the signatures share one interpreter."""
     interpreter = _new_interpreter(path, num_threads, delegates=True)
     signatures = list(interpreter.get_signature_list())
-    if len(signatures) <= 1:
-        return LiteRTModel(path, interpreter=make_interpreter(path, num_threads=num_threads))
+    if len(signatures) <= 1:  # its one signature is the main graph
+        try:
+            _allocate(interpreter)
+        except RuntimeError:  # as in make_interpreter
+            interpreter = make_interpreter(path, num_threads, delegates=False)
+        return LiteRTModel(path, interpreter=interpreter)
     models, plain = {}, None
     for key in signatures:
         try:
