@@ -335,7 +335,8 @@ def export_mobile(task, cfg, info, qat_model, representative, run, outputs, requ
 
 
 def score_mobile(task, cfg, splits, artifacts, run):
-    """The mobile file scored through MediaPipe's own Tasks API."""
+    """The mobile file scored through MediaPipe's own Tasks API (or the
+    runtime the task's `MOBILE.RUNTIME` names, where no Tasks API fits)."""
     module = task.MOBILE
     predict = module.predict_fn(run.file(artifacts["tflite_mobile"]), splits.info)
     try:
@@ -412,7 +413,8 @@ def evaluate_models(task, cfg, splits, edge, artifacts, run):
         _say(task, f"evaluating {name}")
         metrics[name] = score(predict_fns[name], test, info)
     if "tflite_mobile" in artifacts and _optional(task, "MOBILE", None):
-        _say(task, "evaluating mobile (through MediaPipe Tasks)")
+        runtime = getattr(task.MOBILE, "RUNTIME", "MediaPipe Tasks")
+        _say(task, f"evaluating mobile (through {runtime})")
         metrics["mobile"] = score_mobile(task, cfg, splits, artifacts, run)
     metrics["baselines"] = {name: score(fn, test, info)
                             for name, fn in task.baseline_predict_fns(splits, info).items()}

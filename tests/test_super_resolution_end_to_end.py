@@ -111,6 +111,19 @@ def test_int8_export_is_integer_and_close_to_float(run):
     assert metrics["int8"]["psnr"] > metrics["float"]["psnr"] - INT8_TOLERANCE_DB
 
 
+def test_mobile_file_is_the_qat_model_on_uint8_pixels(run):
+    report, out = run
+    assert report["artifacts"]["tflite_mobile"] == "model_mobile.tflite"
+    facts = task.MOBILE.read_facts(os.path.join(out, "model_mobile.tflite"))
+    assert (facts["scale"], facts["dtype"]) == (4, "uint8")
+    ops = report["int8_ops"]["tflite_mobile"]["ops"]
+    assert [key for key in ops if key.startswith("CONV_2D/")] == ["CONV_2D/int8"]
+    metrics = report["metrics"]
+    qat = metrics.get("qat_int8", metrics["int8"])
+    # The same int8 generator; only the pixels' rounding to 8 bits differs.
+    assert abs(metrics["mobile"]["psnr"] - qat["psnr"]) < 0.1
+
+
 def test_saved_model_upscales_any_size(run):
     report, _ = run
     loaded = tf.saved_model.load(os.path.join(run[1], report["artifacts"]["saved_model"]))

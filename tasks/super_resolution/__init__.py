@@ -12,6 +12,7 @@ from tasks.super_resolution.model import (build_model, build_serving_model, comp
                                           custom_objects, edge_model)
 from tasks.super_resolution.samples import save_samples
 from tasks.super_resolution.stages import fit_float
+from tasks.super_resolution import mobile as MOBILE  # noqa: E402
 
 NAME = "super_resolution"
 # What --data accepts (listed by `python -m tasks`).
@@ -24,5 +25,5 @@ __all__ = [
     "NAME", "DATA_SOURCES", "CLI_FLAGS", "Config", "PRESETS", "PRIMARY_METRIC",
     "build_datasets", "representative_dataset", "build_model", "build_serving_model",
     "compile_args", "custom_objects", "edge_model", "score", "baseline_predict_fns", "save_samples",
-    "fit_float",
+    "fit_float", "MOBILE",
 ]
