@@ -5,6 +5,7 @@ calibrated and exported once for the module.
 """
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -120,6 +121,33 @@ def test_mobile_file_computes_what_the_qat_model_computes(exported):
         {"ids": ids, "mask": (ids != 0).astype(np.int32), "segment_ids": np.zeros_like(ids)}))
     expected = tf.nn.softmax(quantized(ids, training=False)).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=0.05)
+
+
+def _calibrated_scales(path):
+    """{tensor name: scale} of the single-scale int8 tensors of a `.tflite`,
+    the names without the mobile file's wrapper prefix."""
+    interpreter = litert.make_interpreter(path, num_threads=1)
+    scales = {}
+    for tensor in interpreter.get_tensor_details():
+        values = tensor["quantization_parameters"]["scales"]
+        if len(values) == 1 and "layer_norm" in tensor["name"]:
+            name = re.sub(r"^serve_|bert_classifier_mobile_?\d*/|;.*$", "", tensor["name"])
+            scales[name] = float(values[0])
+    return scales
+
+
+def test_mobile_file_is_calibrated_like_the_int8_file(exported, tmp_path):
+    # Ranges the QAT model does not learn (LayerNorm internals) come from the
+    # calibration ids; the mobile file's three inputs must receive them as
+    # the single-input INT8 file does, or its ranges are too narrow.
+    path, _, quantized, calibration = exported
+    int8_path = tmp_path / "int8.tflite"
+    export.convert_to_tflite(quantized, str(int8_path), calibration)
+    mobile_scales, int8_scales = _calibrated_scales(path), _calibrated_scales(int8_path)
+    shared = sorted(set(mobile_scales) & set(int8_scales))
+    assert len(shared) >= 8
+    for name in shared:
+        assert mobile_scales[name] == pytest.approx(int8_scales[name], rel=1e-4), name
 
 
 def test_missing_vocabulary_or_labels_is_a_clear_error(exported, tmp_path):

@@ -43,11 +43,15 @@ def mobile_edge(qat_model):
 
 
 def _three_input_representative(representative_dataset):
-    """The INT8 calibration ids with the mask and segment ids MediaPipe sends."""
+    """The INT8 calibration ids with the mask and segment ids MediaPipe sends,
+    keyed by input name: the converter orders a list by the signature's own
+    input order (ids, segment_ids, mask), not the Keras model's, and a mask
+    fed as segment ids calibrates every range on ids of 0 and 1."""
     def generator():
         for example in representative_dataset():
             token_ids = np.asarray(example[0]).astype(np.int32)
-            yield [token_ids, (token_ids != 0).astype(np.int32), np.zeros_like(token_ids)]
+            yield {"ids": token_ids, "mask": (token_ids != 0).astype(np.int32),
+                   "segment_ids": np.zeros_like(token_ids)}
     return generator
 
 
