@@ -68,6 +68,20 @@ def wgan_generator_loss(real_logits, fake_logits):
     return -ops.mean(fake_logits)
 
 
+def _loss_scaled(optimizer):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+
+
+def _scale(optimizer, loss):
+    """The loss a loss-scaling optimizer expects gradients of (it unscales
+    them, and skips the step when they are not finite); `loss` otherwise."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss
+
+
 class AdversarialTrainer(keras.Model):
     """Trains `generator` against `discriminator`; `call` runs the generator.
 
@@ -110,6 +124,11 @@ class AdversarialTrainer(keras.Model):
 
     def compile(self, generator_optimizer, discriminator_optimizer, **kwargs):
         super().compile(**kwargs)
+        if keras.mixed_precision.global_policy().compute_dtype == "float16":
+            # float16 gradients underflow without loss scaling; Keras's own
+            # compile wraps only `self.optimizer`, which this trainer has not.
+            generator_optimizer = _loss_scaled(generator_optimizer)
+            discriminator_optimizer = _loss_scaled(discriminator_optimizer)
         self.generator_optimizer = generator_optimizer
         self.discriminator_optimizer = discriminator_optimizer
         # Built now so their slots exist for a resumed run's restore.
@@ -162,7 +181,7 @@ class AdversarialTrainer(keras.Model):
                 if self.loss_name == "wgan_gp":
                     d_loss += self.gradient_penalty_weight * self._gradient_penalty(
                         targets, fake)
-                scaled = d_loss / replicas
+                scaled = _scale(self.discriminator_optimizer, d_loss / replicas)
             weights = self.discriminator.trainable_variables
             self.discriminator_optimizer.apply_gradients(
                 zip(tape.gradient(scaled, weights), weights))
@@ -177,7 +196,7 @@ class AdversarialTrainer(keras.Model):
             g_loss = self.adversarial_weight * adversarial
             for content in self.content_losses:
                 g_loss += content.weight * contents[content.name]
-            scaled = g_loss / replicas
+            scaled = _scale(self.generator_optimizer, g_loss / replicas)
         weights = self.generator.trainable_variables
         self.generator_optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
 

@@ -206,8 +206,11 @@ def build_model(cfg, info):
 
 
 def task_aligned_assigner(num_classes, max_anchor_matches):
-    """keras-cv's TOOD task-aligned assigner (targets for the YOLOv8 loss)."""
-    return YOLOV8LabelEncoder(num_classes=num_classes, max_anchor_matches=max_anchor_matches)
+    """keras-cv's TOOD task-aligned assigner (targets for the YOLOv8 loss).
+    float32 under a mixed-precision policy too: the loss is float32, and a
+    bfloat16 layer would cast its inputs and disagree with its own branches."""
+    return YOLOV8LabelEncoder(num_classes=num_classes, max_anchor_matches=max_anchor_matches,
+                              dtype="float32")
 
 
 def complete_iou(boxes_a, boxes_b):

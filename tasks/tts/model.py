@@ -188,7 +188,7 @@ class TacotronDecoder(layers.Layer):
         # are the alignment) and the projection input.
         states, projection_inputs = tf.scan(
             one_step, ops.transpose(prenet_outputs, (1, 0, 2)),
-            initializer=(initial, ops.zeros((ops.shape(memory)[0], projection_width))))
+            initializer=(initial, ops.zeros((ops.shape(memory)[0], projection_width), memory.dtype)))
         alignments = states[5]
         projection_inputs = ops.transpose(projection_inputs, (1, 0, 2))
         frames = self.frame_projection(projection_inputs)
