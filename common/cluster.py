@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from common.errors import UserError
 
@@ -105,21 +106,40 @@ def free_ports(count):
     return ports
 
 
-def launch(command, workers, timeout=None):
-    """Run `command` as `workers` workers on loopback; the chief's exit code."""
+def launch(command, workers, timeout=None, poll_seconds=0.5):
+    """Run `command` as `workers` workers on loopback; the chief's exit code.
+
+    A worker that fails stops the others (they would wait for it in their
+    next collective for as long as the coordination service allows), and
+    `timeout` seconds stop them all (exit code 124).
+    """
     addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
     processes = []
     for index in range(workers):
         environ = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}))
         processes.append(subprocess.Popen(command, env=environ))
+    started = time.monotonic()
     try:
-        codes = [process.wait(timeout=timeout) for process in processes]
+        while True:
+            codes = [process.poll() for process in processes]
+            failed = [index for index, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                print(f"cluster: worker {failed[0]} exited with code {codes[failed[0]]}; "
+                      "stopping the other workers", file=sys.stderr)
+                return codes[failed[0]]
+            if all(code == 0 for code in codes):
+                return 0
+            if timeout is not None and time.monotonic() - started > timeout:
+                print(f"cluster: the workers did not finish within {timeout:g} s; "
+                      "stopping them", file=sys.stderr)
+                return 124
+            time.sleep(poll_seconds)
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    return codes[0] if all(code == codes[0] for code in codes) else max(codes, key=abs)
+                process.wait()
 
 
 def main(argv=None):

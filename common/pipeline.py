@@ -615,25 +615,34 @@ def run_float_stage(task, argv=None):
     nothing after (no QAT, export or report): (cfg, splits, float model).
     For checks of the float model alone, such as the real-data tests."""
     cfg = cli.parse_train_args(task, argv)
+    multi_worker, _ = worker_role(cfg)
     with RunFolder(cfg) as run:
         strategy = training.configure(cfg)
         splits = prepare_data(task, cfg, run)
         model, _ = train_float(task, cfg, splits, run,
                                run_context(task, cfg, run, strategy, splits))
+        if multi_worker:
+            cluster.barrier(strategy)
     return cfg, splits, model
+
+
+def worker_role(cfg):
+    """(multi_worker, chief) for this process. Under `--strategy
+    multi_worker` only the chief's files count: the other workers' run
+    folders move below it (`<run>/workers/worker-<i>`)."""
+    if cfg.run.strategy != "multi_worker":
+        return False, True
+    tf_config = cluster.check_tf_config()
+    chief = cluster.is_chief(tf_config)
+    if not chief:
+        cfg.run.out = cluster.worker_run_dir(cfg.run.out, tf_config)
+    return True, chief
 
 
 def run_train(task, argv=None):
     """Parse `argv`, then run every stage; returns the report dict."""
     cfg = cli.parse_train_args(task, argv)
-    multi_worker = cfg.run.strategy == "multi_worker"
-    chief = True
-    if multi_worker:
-        # Only the chief's files count; the other workers write below it.
-        tf_config = cluster.check_tf_config()
-        chief = cluster.is_chief(tf_config)
-        if not chief:
-            cfg.run.out = cluster.worker_run_dir(cfg.run.out, tf_config)
+    multi_worker, chief = worker_role(cfg)
     with RunFolder(cfg) as run:
         strategy = training.configure(cfg)
         splits = prepare_data(task, cfg, run)

@@ -398,7 +398,21 @@ class ValidationScore(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs[f"val_{self.name}"] = float(self.score_fn(self.model)[self.name])
+            value = float(self.score_fn(self.model)[self.name])
+            logs[f"val_{self.name}"] = agree_across_workers(value, self.model)
+
+
+def agree_across_workers(value, model):
+    """`value` averaged over the workers of a multi-worker run, `value` itself
+    otherwise. Each worker scores its own copy of the model, and the copies'
+    BatchNormalization statistics are per worker, so the scores differ a
+    little; checkpoint selection and early stopping must decide the same
+    on every worker, or one stops while the others wait in a collective."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return value
+    per_replica = strategy.run(lambda: tf.constant(value, tf.float32))
+    return float(strategy.reduce("MEAN", per_replica, axis=None))
 
 
 def restore_best(model, stage_dir):

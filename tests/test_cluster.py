@@ -50,3 +50,24 @@ def test_multi_worker_strategy_checks_tf_config_first(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}')
     with pytest.raises(UserError, match="TF_CONFIG: not valid JSON"):
         training.make_strategy("multi_worker")
+
+
+def test_a_failing_worker_stops_the_others_instead_of_leaving_them_waiting():
+    import sys
+    import time
+
+    # Worker 1 fails at once; worker 0 would wait (as in a collective) for a minute.
+    command = [sys.executable, "-c",
+               "import json, os, sys, time\n"
+               "index = json.loads(os.environ['TF_CONFIG'])['task']['index']\n"
+               "sys.exit(3) if index == 1 else time.sleep(60)"]
+    started = time.monotonic()
+    assert cluster.launch(command, workers=2, poll_seconds=0.1) == 3
+    assert time.monotonic() - started < 20
+
+
+def test_workers_that_do_not_finish_are_stopped_at_the_timeout():
+    import sys
+
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    assert cluster.launch(command, workers=2, timeout=1, poll_seconds=0.1) == 124
