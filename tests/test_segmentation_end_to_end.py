@@ -1,10 +1,11 @@
 """The whole flow on the smoke preset: train, QAT, export, evaluate, serve, predict.
 
-Three checks share this file's runs instead of training the smoke model again:
+Four checks share this file's runs instead of training the smoke model again:
 the same-seed check compares the QAT run with the suite benchmark's run (the
 same seed, no QAT, in a child process), and mirrored training over two
-logical CPUs is compared with the QAT run's float model (the float stage
-does not depend on what follows it)."""
+logical CPUs and multi-worker training with two worker processes are
+compared with the QAT run's float model (the float stage does not depend on
+what follows it)."""
 
 import json
 import os
@@ -249,6 +250,37 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(run, tmp_path):
     assert max(scores.values()) == report["metrics"]["baseline"]["dice"]
     assert mirrored > max(scores.values()) + 0.1
     assert abs(mirrored - single) < 0.1
+
+
+def test_two_workers_on_loopback_match_one_device(run, tmp_path):
+    # MultiWorkerMirroredStrategy with two worker processes started by the
+    # cluster helper (TF_CONFIG on loopback ports); each worker prints its
+    # float model's scores on the test split.
+    report, _, _ = run
+    single = report["metrics"]["float"]["dice"]
+    out = tmp_path / "multi_worker"
+    result = subprocess.run(
+        [sys.executable, "-m", "common.cluster", "--workers", "2", "--timeout", "840", "--",
+         sys.executable, "-c", FLOAT_STAGE, "--preset", "smoke", "--out", str(out),
+         "--export-dir", str(tmp_path / "sm"), "--strategy", "multi_worker"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    workers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(workers) == 2
+    # The chief writes the run folder, the other worker below it.
+    assert (out / "manifest.json").exists()
+    assert (out / "workers" / "worker-1" / "manifest.json").exists()
+    baseline = report["metrics"]["baseline"]["dice"]
+    for scores in workers:
+        assert scores["majority_class"] == baseline
+        assert scores["float"] > baseline + 0.1
+        assert abs(scores["float"] - single) < 0.1
+    # Both workers chose the same best epoch (the validation score is agreed).
+    chosen = [json.loads(path.read_text())["epoch"] for path in
+              (out.glob("stages/float/best.weights.h5.json"),
+               out.glob("workers/worker-1/stages/float/best.weights.h5.json"))
+              for path in path]
+    assert len(chosen) == 2 and chosen[0] == chosen[1]
 
 
 def test_startup_noise_is_hidden_and_errors_stay_one_line(tmp_path):
