@@ -655,7 +655,10 @@ def run_train(task, argv=None):
             # collectives fell out of step; see docs/ARCHITECTURE.md).
             cluster.barrier(strategy)
             if not chief:
-                _say(task, "worker finished its share of training; the chief goes on")
+                _say(task, "worker finished its share of training; waiting for the chief")
+                # Leaving now would stop this worker's heartbeats, which the
+                # chief's coordination service reports as a crashed task.
+                cluster.barrier(strategy)
                 return None
             context.strategy = cluster.local_strategy()
         qat_model = train_qat(task, cfg, splits, model if is_multipart(edge) else edge,
@@ -665,6 +668,8 @@ def run_train(task, argv=None):
                                                export_outputs["artifacts"], run)
         run_report = write_report(task, cfg, splits, run, context, float_outputs,
                                   export_outputs, metrics, predict_fns)
+        if multi_worker:
+            cluster.barrier(strategy)  # the other workers may leave now
     primary = task.PRIMARY_METRIC
     summary = ", ".join(f"{name} {values[primary]:.4f}" for name, values in metrics.items()
                         if isinstance(values, dict) and primary in values)
