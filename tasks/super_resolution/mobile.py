@@ -26,7 +26,7 @@ from common.errors import UserError
 
 FILE_NAME = "model_mobile.tflite"
 # The report says which runtime scored the file (no MediaPipe Tasks API fits).
-RUNTIME = "LiteRT (plain interpreter)"
+RUNTIME = "LiteRT, the plain interpreter"
 INPUT_NAME, OUTPUT_NAME = "low_res_pixels", "high_res_pixels"
 
 
