@@ -122,6 +122,9 @@ PRESETS = {
         "model.vocabulary_size": 1500, "model.max_source_length": 24,
         "model.max_target_length": 28,
         "train.epochs": 12, "train.batch_size": 64, "train.learning_rate": 1e-3,
+        # A step budget, not an epoch count: the built-in corpus is 125 steps
+        # an epoch (12 epochs), a folder of 800 pairs 11 (137 epochs).
+        "train.min_steps": 1500, "train.max_epochs": 150,
         "qat.steps_per_epoch": 60, "export.representative_samples": 64,
         "export.debug_layers": False,
     }),
