@@ -89,14 +89,33 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def set_op_determinism(enabled):
+    """Turn TensorFlow's op determinism on or off (TensorFlow exports only
+    the switch that turns it on)."""
+    from tensorflow.python.framework import config as tf_config
+
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
 def configure(cfg):
     """Seed everything, make ops deterministic, set the precision policy;
     return the strategy."""
     set_seed(cfg.run.seed)
-    if not cfg.run.fast_nondeterministic:
+    if use_xla(cfg.run):
+        # Keras compiles nothing under op determinism (it turns jit_compile
+        # off with a warning), so XLA means nondeterministic kernels.
+        if not cfg.run.fast_nondeterministic:
+            print("[run] XLA is on: TensorFlow's op determinism is off (XLA kernels are "
+                  "not deterministic), so the same seed may not repeat a report exactly",
+                  flush=True)
+        set_op_determinism(False)
+    else:
         # Same seed, same report: deterministic kernels and tf.data ordering
         # (benchmarks/determinism.py measures what it costs).
-        tf.config.experimental.enable_op_determinism()
+        set_op_determinism(not cfg.run.fast_nondeterministic)
     if cfg.run.mixed_precision:
         # float16 needs loss scaling and only pays on GPUs; bfloat16 elsewhere.
         policy = "mixed_float16" if gpu_available() else "mixed_bfloat16"

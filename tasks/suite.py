@@ -6,6 +6,12 @@
 `benchmark` runs each task's whole flow (train -> QAT -> export -> evaluate)
 in its own process, so that peak memory and wall time are that task's alone,
 reads each `report.json`, and writes one table as JSON, Markdown and a chart.
+Then, in a second process per task, it measures how well training uses the
+machine (`common/efficiency.py`: the shared trainer against a plain
+`model.fit`, the input pipeline against the model, FLOP/s against a matmul
+peak, XLA and bfloat16 against float32); `--no-efficiency` skips that.
+
+    python -m tasks efficiency --task segmentation [--preset smoke]   # one task
 """
 
 import argparse
@@ -17,12 +23,16 @@ import subprocess
 import sys
 import time
 
-from common import files, training
+from common import efficiency, files, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ("task", "primary metric", "float", "PTQ INT8", "QAT INT8", "baseline",
            "float .tflite KB", "INT8 .tflite KB", "LiteRT float ms", "LiteRT INT8 ms",
            "train examples/s", "peak MiB", "wall s")
+# Measured by common/efficiency.py in a second child process per task.
+EFFICIENCY_COLUMNS = ("trainer / plain fit %", "input x", "FLOP/s % of matmul peak",
+                      "ms/step fp32", "XLA x", "bf16 x")
+INPUT_BOUND_BELOW = efficiency.INPUT_BOUND_BELOW
 
 
 def task_names():
@@ -92,7 +102,71 @@ def run_task(name, preset, folder, extra=()):
     return report, run_dir, usage.ru_maxrss / 1024.0, wall
 
 
-def table_row(name, report, run_dir, peak_mib, wall):
+def _overrides_only(extra):
+    """The `--set KEY=VALUE` pairs of the train command's extra arguments:
+    the efficiency measurement builds the same model, but trains no QAT."""
+    pairs = []
+    for flag, value in zip(extra, list(extra[1:]) + [None]):
+        if flag == "--set" and value is not None:
+            pairs += ["--set", value]
+    return pairs
+
+
+def run_efficiency(name, preset, folder, extra=(), configurations=None):
+    """Measure `name`'s training efficiency in a child process (the mixed
+    precision policy is global, and the training child's peak memory stays
+    its own); the result dict, or {"fails": reason} when the child fails."""
+    path = os.path.join(folder, f"{name}-efficiency.json")
+    command = [sys.executable, "-m", "tasks", "efficiency", "--task", name, "--preset", preset,
+               "--json", path, "--work-dir", folder, *_overrides_only(list(extra))]
+    if configurations is not None:
+        command += ["--configurations", *configurations]
+    log_path = os.path.join(folder, f"{name}-efficiency.log")
+    started = time.time()
+    with open(log_path, "w") as log:
+        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                check=False).returncode
+    if status != 0 or not os.path.exists(path):
+        return {"fails": f"efficiency child exited {status}; see {log_path}"}
+    with open(path) as handle:
+        result = json.load(handle)
+    result["wall_seconds"] = time.time() - started
+    return result
+
+
+def _measured(part, key):
+    """`part[key]`, or the failure text when that part failed."""
+    if not isinstance(part, dict):
+        return None
+    if "fails" in part:
+        return f"fails: {part['fails']}"
+    return part.get(key)
+
+
+def efficiency_cells(efficiency):
+    """The efficiency columns of one row: numbers, None (not measured) or
+    "fails: <reason>" (JSON keeps the reason; Markdown shows '-' and a note)."""
+    if efficiency is None:
+        return {column: None for column in EFFICIENCY_COLUMNS}
+    if "fails" in efficiency:
+        return {column: f"fails: {efficiency['fails']}" for column in EFFICIENCY_COLUMNS}
+    ratio = efficiency.get("trainer_vs_plain")
+    flops = efficiency.get("flops") or {}
+    share = _measured(flops, "share_of_peak")
+    configurations = efficiency.get("configurations") or {}
+    return {
+        # The comparison's failure is recorded in both of its parts.
+        "trainer / plain fit %": (100.0 * ratio if ratio is not None
+                                  else _measured(efficiency.get("trainer"), "fails")),
+        "input x": _measured(efficiency.get("input"), "input_x"),
+        "FLOP/s % of matmul peak": 100.0 * share if isinstance(share, float) else share,
+        "ms/step fp32": _measured(configurations.get("float32"), "ms_per_step"),
+        "XLA x": _measured(configurations.get("xla"), "speedup"),
+        "bf16 x": _measured(configurations.get("bfloat16"), "speedup"),
+    }
+
+
+def table_row(name, report, run_dir, peak_mib, wall, efficiency=None):
     primary = report["primary_metric"]
     metrics = report["metrics"]
     baseline = metrics.get("baseline") or {}
@@ -112,6 +186,8 @@ def table_row(name, report, run_dir, peak_mib, wall):
         "LiteRT INT8 ms": latency.get("tflite_int8"),
         "train examples/s": _train_throughput(run_dir, report),
         "peak MiB": peak_mib, "wall s": wall,
+        **efficiency_cells(efficiency),
+        "efficiency": efficiency,
     }
 
 
@@ -123,18 +199,62 @@ def _cell(value):
     return str(value)
 
 
+def _ratio_cell(value):
+    """Efficiency numbers: two decimals are all their noise allows."""
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
+    return _cell(value)
+
+
+def _failed(value):
+    return isinstance(value, str) and value.startswith("fails: ")
+
+
+def efficiency_notes(rows):
+    """Sentences under the table: which tasks wait for data, which numbers
+    are lower bounds, and why a '-' efficiency cell is empty."""
+    measured = [row for row in rows if row.get("efficiency")]
+    if not measured:
+        return []
+    waiting = [f"{row['task']} (input x {row['input x']:.1f})" for row in measured
+               if isinstance(row.get("input x"), float) and row["input x"] < INPUT_BOUND_BELOW]
+    notes = [("The model waits for data (the input pipeline is less than "
+              f"{INPUT_BOUND_BELOW:g}x as fast as training): {', '.join(waiting)}." if waiting
+              else f"No task waits for data (input x >= {INPUT_BOUND_BELOW:g} everywhere).")]
+    partial = [row["task"] for row in measured
+               if (row["efficiency"].get("flops") or {}).get("complete") is False]
+    if partial:
+        notes.append("FLOPs inside loops (LSTM steps) are counted once, not once per step, "
+                      f"for {', '.join(partial)}: their FLOP/s share is a lower bound.")
+    for row in measured:
+        columns_by_reason = {}
+        for column in EFFICIENCY_COLUMNS:
+            if _failed(row.get(column)):
+                columns_by_reason.setdefault(row[column], []).append(column)
+        notes += [f"{row['task']}, {', '.join(columns)}: {reason.rstrip('.')}."
+                  for reason, columns in columns_by_reason.items()]
+    return notes
+
+
 def markdown(rows, preset, total_seconds=None):
     total = (f" All tasks in {total_seconds / 60:.1f} minutes"
              f" (`python -m tasks benchmark --preset {preset}`)." if total_seconds else "")
+    columns = COLUMNS + (EFFICIENCY_COLUMNS if any(row.get("efficiency") for row in rows)
+                         else ())
     lines = [f"Preset `{preset}`, one process per task, on this machine "
              f"({os.cpu_count()} CPUs).{total} QAT INT8 is the QAT file (`metrics.qat_int8` "
              "when post-training INT8 won on validation and shipped).", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [_cell(row[column]) for column in COLUMNS]
+        cells = ["-" if _failed(row.get(column)) else
+                 _ratio_cell(row.get(column)) if column in EFFICIENCY_COLUMNS
+                 else _cell(row.get(column)) for column in columns]
         if row.get("baseline name"):
-            cells[COLUMNS.index("baseline")] += f" ({row['baseline name']})"
+            cells[columns.index("baseline")] += f" ({row['baseline name']})"
         lines.append("| " + " | ".join(cells) + " |")
+    notes = efficiency_notes(rows)
+    if notes:
+        lines += [""] + notes
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +293,11 @@ def update_readme(path, table):
     files.write_text_atomic(path, text)
 
 
-def benchmark(names, preset, out, extra=(), readme=None):
+def benchmark(names, preset, out, extra=(), readme=None, efficiency=True,
+              configurations=None):
+    """Train and measure every task in `names`; write the table. `efficiency`
+    False skips the efficiency columns; `configurations` limits the timed
+    configurations besides float32 (default: XLA and bfloat16)."""
     started = time.time()
     os.makedirs(out, exist_ok=True)
     work = os.path.join(out, f"runs-{preset}-{os.getpid()}")
@@ -182,8 +306,10 @@ def benchmark(names, preset, out, extra=(), readme=None):
     for name in names:
         print(f"[benchmark] {name} ({preset})", flush=True)
         report, run_dir, peak, wall = run_task(name, preset, work, extra)
-        rows.append(table_row(name, report, run_dir, peak, wall))
-        print(markdown(rows[-1:], preset).splitlines()[-1], flush=True)
+        measured = (run_efficiency(name, preset, work, extra, configurations)
+                    if efficiency else None)
+        rows.append(table_row(name, report, run_dir, peak, wall, measured))
+        print(markdown(rows[-1:], preset).splitlines()[4], flush=True)
     total = time.time() - started
     stem = os.path.join(out, f"suite-{preset}")
     table = markdown(rows, preset, total)
@@ -211,7 +337,25 @@ def main(argv=None):
                        default=None, help="also write the table into README.md's suite block")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="passed to every task's train command")
+    bench.add_argument("--no-efficiency", dest="efficiency", action="store_false",
+                       help="skip the efficiency columns (a second child per task, "
+                            "about a third of the benchmark's time)")
+    bench.add_argument("--efficiency-configurations", nargs="*", default=None,
+                       choices=efficiency.CONFIGURATIONS,
+                       help="which of xla, bfloat16 to time besides float32 "
+                       "(default: both; none: only the trainer, input and FLOP columns)")
+    one = commands.add_parser("efficiency", help="measure one task's training efficiency")
+    one.add_argument("--task", required=True)
+    one.add_argument("--preset", default="smoke")
+    one.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE")
+    one.add_argument("--configurations", nargs="*", default=None,
+                     choices=efficiency.CONFIGURATIONS, help="(default: all)")
+    one.add_argument("--json", help="also write the result here")
+    one.add_argument("--work-dir", default=None, help="for the trainer's files (default: /tmp)")
     args = parser.parse_args(argv)
+    if args.command == "efficiency":
+        return efficiency_command(parser, args)
     if args.command != "benchmark":
         list_tasks()
         return 0
@@ -220,5 +364,29 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown task(s) {unknown}; expected some of {known}")
     extra = [part for override in args.overrides for part in ("--set", override)]
-    benchmark(args.tasks or known, args.preset, args.out, extra, args.readme)
+    benchmark(args.tasks or known, args.preset, args.out, extra, args.readme, args.efficiency,
+              args.efficiency_configurations)
+    return 0
+
+
+def efficiency_command(parser, args):
+    """`python -m tasks efficiency --task NAME`: the measurement of one task
+    (the benchmark runs it as a child per task), printed as JSON."""
+    from common import cli
+
+    if args.task not in task_names():
+        parser.error(f"unknown task {args.task!r}; expected one of {task_names()}")
+    task = importlib.import_module(f"tasks.{args.task}")
+    argv = ["--preset", args.preset]
+    for override in args.overrides:
+        argv += ["--set", override]
+    cfg = cli.parse_train_args(task, argv)
+    configurations = (efficiency.CONFIGURATIONS if args.configurations is None
+                      else tuple(args.configurations))
+    result = efficiency.attempt(efficiency.measure, task, cfg, args.work_dir,
+                                configurations=configurations)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        files.write_text_atomic(args.json, text + "\n")
+    print(text)
     return 0

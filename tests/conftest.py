@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # within seconds of each other. Files not listed take seconds and go last,
 # in their usual order. Refresh the numbers when a file's time changes a lot.
 FILE_SECONDS = {
-    "tests/test_segmentation_end_to_end.py": 400,
+    "tests/test_segmentation_end_to_end.py": 550,
     "tests/test_detection_end_to_end.py": 380,
     "tests/test_detection_real_data.py": 320,
     "tests/test_super_resolution_real_data.py": 290,
@@ -22,9 +22,12 @@ FILE_SECONDS = {
     "tests/test_super_resolution_end_to_end.py": 185,
     "tests/test_translation_end_to_end.py": 110,
     "tests/test_tts_end_to_end.py": 100,
+    "tests/test_precision_modes.py": 120,
     "tests/test_serving_limits.py": 95,
     "tests/test_serving_bundle.py": 90,
+    "tests/test_efficiency.py": 50,
     "tests/test_sentiment_model.py": 40,
+    "tests/test_mobile_super_resolution.py": 30,
     "tests/test_mobile_detection.py": 30,
     "tests/test_mobile_sentiment.py": 30,
     "tests/test_sentiment_real_data.py": 25,

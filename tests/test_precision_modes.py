@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from common import config
+from common import config, training
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,11 @@ def test_bfloat16_and_xla_run_the_model_like_float32(name):
         loss = first_loss(bfloat16.train_on_batch(inputs, targets))
     assert np.isfinite(float(loss))
 
+    # Keras turns jit_compile off under op determinism (which other tests in
+    # this process may have turned on), as `training.configure` knows.
+    training.set_op_determinism(False)
     xla = build(task, cfg, info, "float32", jit_compile=True, weights=weights)
+    assert xla.jit_compile  # compiled, not silently eager
     assert relative_difference(xla.predict_on_batch(inputs), reference) < TOLERANCE["xla"]
 
 

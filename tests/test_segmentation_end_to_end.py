@@ -50,8 +50,10 @@ def benchmark_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("benchmark")
     readme = root / "README.md"
     readme.write_text(f"{suite.README_START}\n{suite.README_END}\n")
+    # The efficiency columns' child process is tested in tests/test_efficiency.py.
     rows = suite.benchmark(["segmentation"], "smoke", str(root),
-                           ["--no-qat", "--set", "export.debug_layers=false"], str(readme))
+                           ["--no-qat", "--set", "export.debug_layers=false"], str(readme),
+                           efficiency=False)
     return rows, root, readme
 
 
