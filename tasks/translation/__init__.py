@@ -33,9 +33,11 @@ DATA_SOURCES = (("synthetic: a generated parallel corpus with word order, agreem
                 "ted_hrlr_translate/pt_to_en, wmt14_translate/de-en (TFDS)",
                 "PATH: a TSV file (source TAB target) or two aligned text files")
 EDGE_SIGNATURES = ("encode", "decode_step")
-# BLEU needs a full decode of the validation split; the teacher-forced loss
-# picks the epoch at no extra cost.
-MONITOR = ("val_loss", "min")
+# The best epoch is chosen by validation BLEU (a full decode of the
+# validation split each epoch, batched: about 0.3 s for 46 pairs here), not
+# by the teacher-forced loss: on 700 real pairs the loss was lowest at epoch
+# 22 of 137 while BLEU kept rising (test BLEU 16.4 by loss, 24.6 by BLEU).
+MONITOR = ("val_bleu", "max")
 CLI_FLAGS = {
     "--beam-size": "model.beam_size",
     "--decoding": "model.decoding",
