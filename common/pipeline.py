@@ -651,8 +651,9 @@ def run_train(task, argv=None):
         edge = edge_model(task, model, cfg)
         if multi_worker:
             # The float training is the shared work. The short QAT fine-tune,
-            # exports and the report are the chief's alone (the workers' QAT
-            # collectives fell out of step; see docs/ARCHITECTURE.md).
+            # exports and the report are the chief's alone (QAT on several
+            # workers is untried since their validation scores were agreed;
+            # see docs/ARCHITECTURE.md, "Distribution").
             cluster.barrier(strategy)
             if not chief:
                 _say(task, "worker finished its share of training; waiting for the chief")
