@@ -287,24 +287,12 @@ def trainer_fit(model, task, cfg, splits, steps, epochs, work_dir):
     """`common.training.fit` (its callbacks: NaN guard, backup, best
     checkpoint, CSV and TensorBoard logs) on the same data; its StepTimer.
     Without validation data its best checkpoint follows the training loss,
-    so it still saves at the end of each epoch that improves.
-
-    training.fit takes no extra callbacks, so the timer is added by wrapping
-    this model's own `fit` for the duration of the call."""
+    so it still saves at the end of each epoch that improves."""
     timer = StepTimer()
-    fit = model.fit
-
-    def fit_with_timer(*args, callbacks=None, **kwargs):
-        return fit(*args, callbacks=list(callbacks or []) + [timer], **kwargs)
-
-    model.fit = fit_with_timer
-    try:
-        no_validation = types.SimpleNamespace(train=splits.train, val=None)
-        training.fit(model, no_validation, cfg, task.compile_args(cfg, splits.info),
-                     f"{work_dir}/trainer", epochs=epochs, steps_per_epoch=steps,
-                     monitor=("loss", "min"), log_dir=f"{work_dir}/logs")
-    finally:
-        del model.fit
+    no_validation = types.SimpleNamespace(train=splits.train, val=None)
+    training.fit(model, no_validation, cfg, task.compile_args(cfg, splits.info),
+                 f"{work_dir}/trainer", epochs=epochs, steps_per_epoch=steps,
+                 monitor=("loss", "min"), log_dir=f"{work_dir}/logs", extra_callbacks=[timer])
     return timer
 
 

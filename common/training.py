@@ -478,7 +478,7 @@ def _build_before_multi_worker_fit(model, dataset):
 
 def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=None,
         monitor=("val_loss", "min"), steps_per_epoch=None, log_dir=None,
-        validation_score=None):
+        validation_score=None, extra_callbacks=()):
     """Compile and fit `model` on `splits`; returns the Keras history dict.
 
     Resumes from `stage_dir/backup` when a previous fit was interrupted.
@@ -486,7 +486,8 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
     `name` is logged as `val_<name>` every epoch (use it as `monitor`). With
     `train.restore_best` the weights of the best epoch by `monitor` are
     loaded at the end. Without explicit `epochs`, the float budget
-    `train.min_steps` applies.
+    `train.min_steps` applies. `extra_callbacks` run after the trainer's own
+    (e.g. a step timer).
     """
     fixed_steps = steps_per_epoch or cfg.train.steps_per_epoch
     steps_per_epoch = fixed_steps or steps_in(splits.train)
@@ -518,7 +519,7 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
         validation_data=splits.val,
         epochs=epochs,
         steps_per_epoch=fixed_steps or None,
-        callbacks=callbacks,
+        callbacks=callbacks + list(extra_callbacks),
         shuffle=False,  # tf.data splits are shuffled by common.data.finish
         verbose=1 if sys.stdout.isatty() else 2,
     )
