@@ -95,7 +95,11 @@ def load_raw_fn(task, path, cfg=None):
     if path.endswith(".tflite"):
         return litert.load(path)
     if path.endswith(".keras"):
-        model = load_keras(task, path)
+        # A mixed-precision run's model.keras keeps its bfloat16 layer
+        # policies; score it in float32, as the run's report and exports do.
+        from common import export
+
+        model = export.as_float32(load_keras(task, path))
         return edge_raw_fns(task, model, cfg) or keras_raw_fn(model)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         return saved_model_raw_fn(path)

@@ -23,7 +23,11 @@ def add_run_arguments(parser, task):
     parser.add_argument("--qat-epochs", type=int)
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA compilation (default: on with a GPU, off on CPU)")
-    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="bfloat16 (float16 on a GPU) with float32 variables (default: "
+                        "bfloat16 where the preset opts in and the CPU has AVX512_BF16 or "
+                        "AMX_BF16, else float32)")
     parser.add_argument("--strategy", choices=["default", "mirrored", "multi_worker", "tpu"])
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true",
@@ -69,8 +73,8 @@ def config_from_args(task, args):
         cfg.train.min_steps = 0  # the user's epoch count wins over the step budget
     if getattr(args, "no_qat", False):
         cfg.qat.enabled = False
-    if getattr(args, "mixed_precision", False):
-        cfg.run.mixed_precision = True
+    if getattr(args, "mixed_precision", None) is not None:
+        cfg.run.mixed_precision = args.mixed_precision
     if getattr(args, "resume", False):
         cfg.run.resume = True
     if getattr(args, "skip_bad", False):

@@ -113,7 +113,13 @@ class RunConfig:
     seed: int = 0
     # None: XLA on where a GPU is present, off on CPU (measured slower there).
     xla: Optional[bool] = None
-    mixed_precision: bool = False
+    # True (--mixed-precision): bfloat16 on a CPU, float16 on a GPU; False
+    # (--no-mixed-precision): float32; None: bfloat16 where the preset opts
+    # in and the CPU multiplies it natively, else float32 (common/precision.py).
+    mixed_precision: Optional[bool] = None
+    # The preset's opt-in to bfloat16 on CPUs with native bfloat16 (set where
+    # a default run was measured as fast or faster with the same quality).
+    bfloat16_on_cpu: bool = False
     strategy: str = "default"  # default, mirrored, multi_worker, tpu
     resume: bool = False
     skip_bad: bool = False

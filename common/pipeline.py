@@ -321,7 +321,10 @@ def export_mobile(task, cfg, info, qat_model, representative, run, outputs, requ
         started = time.time()
         try:
             with quiet.captured_stderr(cfg.run.verbose):
-                module.export_mobile(qat_model, info, run.file(module.FILE_NAME),
+                # LiteRT has no bfloat16 kernels: a mixed-precision QAT model
+                # converts in float32.
+                module.export_mobile(export.as_float32(qat_model), info,
+                                     run.file(module.FILE_NAME),
                                      representative)
         except UserError as error:  # a model the Tasks API cannot take: say why
             if required:
@@ -585,6 +588,8 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
         "int8_validation": export_outputs.get("validation", {}),
         "int8_budget": {key: value for key, value in (budget or {}).items() if key != "note"},
         "xla": training.use_xla(cfg.run),
+        # The precision policy the run trained under, and why (common/precision.py).
+        "precision": training.precision_decision(cfg.run).as_dict(),
         "deterministic": not cfg.run.fast_nondeterministic,
         # The epoch whose weights each stage kept (best by its monitor).
         "chosen_epochs": chosen_epochs(run, context),

@@ -940,6 +940,8 @@ def final_learning_rate(train_config, steps_per_epoch):
     from common import training
 
     epochs = training.epochs_for_budget(train_config, steps_per_epoch)
+    passes, grouped = training.group_short_epochs(train_config, steps_per_epoch, epochs)
+    epochs = passes * grouped
     schedule = training.make_schedule(train_config, steps_per_epoch, epochs=epochs)
     if callable(schedule):
         return float(schedule(max(1, steps_per_epoch * epochs) - 1))

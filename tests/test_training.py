@@ -188,6 +188,36 @@ def test_the_step_budget_sets_epochs_from_the_dataset_size():
     assert training.epochs_for_budget(config.TrainConfig(epochs=7), 4) == 7  # no budget
 
 
+def test_short_passes_of_a_small_dataset_are_grouped_into_epochs():
+    train = config.TrainConfig(epochs=12, min_steps=2000, max_epochs=100)
+    # 51 images at batch 16: 100 passes of 4 steps become 14 epochs of 7 passes.
+    assert training.group_short_epochs(train, 4, 100) == (7, 14)
+    assert training.group_short_epochs(train, 40, 50) == (1, 50)  # long enough
+    assert training.group_short_epochs(train, 4, 12) == (1, 12)  # the epochs asked for
+
+
+def test_a_grouped_fit_makes_the_budgets_steps_with_fewer_epoch_ends(tmp_path):
+    cfg = config.BaseConfig()
+    cfg.train.epochs, cfg.train.min_steps, cfg.train.max_epochs = 2, 60, 100
+    cfg.train.learning_rate, cfg.train.schedule = 0.1, "cosine"
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    scored = []
+
+    def score(trained):
+        scored.append(int(trained.optimizer.iterations))
+        return {"accuracy": float(len(scored))}
+
+    # 4 batches a pass: 15 passes reach 60 steps; grouped as 2 epochs of 7 passes.
+    history = training.fit(model, _regression_splits(), cfg, {"loss": "mse"}, str(tmp_path),
+                           monitor=("val_accuracy", "max"), validation_score=(score, "accuracy"))
+    assert scored == [28, 56] and len(history["loss"]) == 2
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    # The cosine schedule ends where the steps end, not halfway.
+    assert float(model.optimizer.learning_rate) < 0.02
+
+
 def test_an_explicit_epochs_flag_turns_the_budget_off():
     from common import cli
     import tasks.segmentation as task
