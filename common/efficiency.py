@@ -4,12 +4,17 @@
 contract: `build_datasets`, `build_model`, `compile_args`; common/ never
 imports tasks/) and returns a JSON-able dict:
 
-- `plain` and `trainer`: training examples/s of a plain `model.fit` and of
-  `common.training.fit` on the same model, optimizer and `tf.data`, timed
-  over the epochs after the first (the first traces), the trainer's
-  callbacks included; `trainer_vs_plain` is their ratio (the shared trainer
-  should keep >= 95%). Neither validates: scoring the validation split is
-  the same Keras evaluate in both, and tracing it would double the cost.
+- `trainer` and `plain`: training examples/s of `common.training.fit` and
+  of a plain `model.fit` (no callbacks) on the same compiled model (same
+  optimizer, same traced step) and the same `tf.data`, over epochs of the
+  real run's length (one pass over the training split, or
+  `train.steps_per_epoch`), so that the trainer's end-of-epoch work
+  (resume backup, best checkpoint, CSV and TensorBoard logs) weighs as
+  often as it does in the run; the first epoch of each is the warm-up (the
+  trainer's first epoch traces the step), the others are timed. `trainer_vs_plain` is
+  their ratio (the shared trainer should keep >= 95%). Neither validates:
+  scoring the validation split is the same in both. The trainer's
+  `epoch_end_by_callback` says which of its callbacks the time went to.
 - `input`: examples/s of iterating the training `tf.data` alone, and
   `input_x`, that rate as a multiple of what the model consumes (under about
   3 the model waits for data).
@@ -17,9 +22,11 @@ imports tasks/) and returns a JSON-able dict:
   profiler on the graph of one forward call, times 3 for forward + backward),
   the FLOP/s the fp32 fit reaches, and its share of `matmul_peak` (the best of
   a few large fp32 `tf.matmul` on this machine, in this process).
-- `configurations`: median ms per training step of the plain fit with the
-  float32 policy, with `jit_compile=True` (XLA) and under the
-  `mixed_bfloat16` policy (the model built again), each with its last loss.
+- `configurations`: median ms per training step of a plain fit with the
+  float32 policy (the compiled model above, no new trace), with
+  `jit_compile=True` (XLA) and under the `mixed_bfloat16` policy (the model
+  built again), each timed alike with its last loss. The precision policy
+  is set explicitly for each, whatever the task's default precision is.
   A configuration that raises or whose loss is not finite is recorded as
   `{"fails": "<short reason>"}` instead of stopping the measurement.
 
@@ -27,6 +34,7 @@ Each part is short (a few epochs of a few steps): the numbers are for
 comparing configurations on one machine, not for a paper.
 """
 
+import contextlib
 import copy
 import itertools
 import math
@@ -42,15 +50,11 @@ import tensorflow as tf
 
 from common import training
 
-# The plain-fit / trainer comparison runs epochs of the task's own length,
-# capped at this many steps (the trainer's work at each epoch end weighs as
-# it does in the real run when epochs are short); the first epoch is the
-# warm-up (tracing), the others are timed.
-COMPARE_MAX_STEPS = 10
-# At least this many, even for a split of one batch: a step time is the gap
-# between two steps of one epoch.
-COMPARE_MIN_STEPS = 3
-COMPARE_EPOCHS = 3
+# The trainer / plain-fit comparison times at least this many epochs of the
+# real run's length after its warm-up epoch, and at least COMPARE_TIMED_STEPS
+# steps (more epochs when an epoch is a step or two).
+COMPARE_TIMED_EPOCHS = 2
+COMPARE_TIMED_STEPS = 8
 # Timed steps of each configuration (after one warm-up step).
 CONFIGURATION_STEPS = 6
 # The input pipeline is iterated for at most this many batches or seconds.
@@ -202,8 +206,35 @@ def matmul_peak(size=MATMUL_SIZE, repeats=MATMUL_REPEATS):
 
 # --- timing ---------------------------------------------------------------------
 
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time at the end of every epoch, and no Python after a step: a
+    plain fit runs none of its own (the trainer's batch hooks are its cost,
+    and are measured as such)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_ends = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Keras converts the epoch's logs before this call: the steps are done.
+        self.epoch_ends.append(time.perf_counter())
+
+    def epoch_seconds(self):
+        """Seconds of each epoch after the first (the warm-up)."""
+        return [later - earlier for earlier, later in itertools.pairwise(self.epoch_ends)]
+
+    def examples_per_second(self, steps_per_epoch, batch_size):
+        """Throughput over the epochs after the first, their epoch-end work
+        (the callbacks' saving and logging) included."""
+        seconds = self.epoch_seconds()
+        if not seconds:
+            raise ValueError("needs at least two epochs: the first one is the warm-up")
+        return len(seconds) * steps_per_epoch * batch_size / sum(seconds)
+
+
 class StepTimer(keras.callbacks.Callback):
-    """Wall time at the end of every training batch and epoch.
+    """Wall time at the end of every training batch (a step time; the
+    configurations are timed with it, each alike).
 
     Reading the loss as a float waits for the step to finish, so a time is
     the end of that step, not of its dispatch."""
@@ -211,7 +242,6 @@ class StepTimer(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.batch_ends = []   # [[seconds, ...] per epoch]
-        self.epoch_ends = []
         self.losses = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -223,9 +253,6 @@ class StepTimer(keras.callbacks.Callback):
             self.losses.append(float(loss))
         self.batch_ends[-1].append(time.perf_counter())
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_ends.append(time.perf_counter())
-
     def step_seconds(self):
         """Median time between consecutive batch ends inside an epoch (the
         first batch of an epoch also waits for the epoch's start)."""
@@ -234,22 +261,6 @@ class StepTimer(keras.callbacks.Callback):
         if not gaps:
             raise ValueError("too few steps were timed for a step time")
         return statistics.median(gaps)
-
-    def examples_per_second(self, steps_per_epoch, batch_size):
-        """Throughput over the epochs after the first, their epoch-end work
-        (the callbacks' saving and logging) included."""
-        if len(self.epoch_ends) < 2:
-            raise ValueError("needs at least two epochs: the first one is the warm-up")
-        seconds = self.epoch_ends[-1] - self.epoch_ends[0]
-        return (len(self.epoch_ends) - 1) * steps_per_epoch * batch_size / seconds
-
-    def epoch_end_seconds(self):
-        """Median time an epoch takes beyond its steps (the callbacks'
-        saving and logging), over the timed epochs."""
-        step = self.step_seconds()
-        extra = [later - earlier - len(ends) * step for earlier, later, ends
-                 in zip(self.epoch_ends, self.epoch_ends[1:], self.batch_ends[1:])]
-        return statistics.median(extra)
 
     def last_loss(self):
         return self.losses[-1] if self.losses else None
@@ -274,25 +285,104 @@ def compile_plain(model, task, cfg, info, steps_per_epoch, epochs, jit_compile=N
         raise RuntimeError("Keras kept jit_compile off for this model")
 
 
-def plain_fit(model, task, cfg, splits, steps, epochs, jit_compile=None):
-    """A plain `model.fit` of `epochs` x `steps`; its StepTimer."""
-    compile_plain(model, task, cfg, splits.info, steps, epochs, jit_compile)
-    timer = StepTimer()
-    model.fit(splits.train.repeat(), steps_per_epoch=steps, epochs=epochs,
-              callbacks=[timer], shuffle=False, verbose=0)
+def real_epoch(cfg, dataset):
+    """(fixed steps or None, steps) of one epoch of the real run: one pass
+    over `dataset`, or `train.steps_per_epoch` of it repeated; passes
+    grouped into one epoch when the trainer groups short ones."""
+    fixed = cfg.train.steps_per_epoch or None
+    steps = fixed or training.steps_in(dataset)
+    group = getattr(training, "group_short_epochs", None)
+    if group is not None and not fixed:
+        passes, _ = group(cfg.train, steps, training.epochs_for_budget(cfg.train, steps))
+        if passes > 1:
+            fixed = steps = steps * passes
+    return fixed, steps
+
+
+class CallbackClock:
+    """Seconds each of the trainer's callbacks spends at every epoch end and
+    after every step. While `installed`, the callbacks `training.fit` makes
+    have those methods wrapped in place (a method Keras sees as a default,
+    absent, hook is left alone, so Keras dispatches steps as it would)."""
+
+    def __init__(self):
+        self.epoch_end = {}  # callback class -> [seconds, one per epoch]
+        self.batch_end = {}  # callback class -> [seconds, one per step]
+
+    @contextlib.contextmanager
+    def installed(self):
+        original = training.make_callbacks
+
+        def make_timed_callbacks(*args, **kwargs):
+            callbacks = original(*args, **kwargs)
+            for callback in callbacks:
+                self._wrap(callback, "on_epoch_end", self.epoch_end)
+                self._wrap(callback, "on_train_batch_end", self.batch_end)
+            return callbacks
+
+        training.make_callbacks = make_timed_callbacks
+        try:
+            yield self
+        finally:
+            training.make_callbacks = original
+
+    @staticmethod
+    def _wrap(callback, name, record):
+        method = getattr(callback, name)
+        if getattr(method, "_is_default", False):  # keras.utils.is_default
+            return
+        times = record.setdefault(type(callback).__name__, [])
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                times.append(time.perf_counter() - started)
+
+        setattr(callback, name, timed)
+
+    def summary(self):
+        """Median seconds per epoch end after the warm-up epoch, and mean
+        milliseconds per step, of each callback that has such a hook."""
+        return {"epoch_end_by_callback": {name: statistics.median(times[1:] or times)
+                                          for name, times in self.epoch_end.items() if times},
+                "batch_hook_ms_by_callback": {name: 1000.0 * statistics.fmean(times)
+                                              for name, times in self.batch_end.items()
+                                              if times}}
+
+
+def trainer_fit(model, task, cfg, splits, fixed_steps, epochs, work_dir):
+    """`common.training.fit` (its callbacks: NaN guard, backup, best
+    checkpoint, CSV and TensorBoard logs) on the training split; its
+    EpochTimer and CallbackClock. Without validation data its best
+    checkpoint follows the training loss, so it saves at the end of each
+    epoch that improves, as the run's does on its validation score."""
+    timer, clock = EpochTimer(), CallbackClock()
+    no_validation = types.SimpleNamespace(train=splits.train, val=None)
+    with clock.installed():
+        training.fit(model, no_validation, cfg, task.compile_args(cfg, splits.info),
+                     f"{work_dir}/trainer", epochs=epochs, steps_per_epoch=fixed_steps,
+                     monitor=("loss", "min"), log_dir=f"{work_dir}/logs",
+                     extra_callbacks=[timer])
+    return timer, clock
+
+
+def plain_fit(model, splits, fixed_steps, epochs):
+    """A plain `model.fit` of the model as compiled (no new trace), no
+    callback but its timer, on the same data as the trainer; its EpochTimer."""
+    timer = EpochTimer()
+    train = splits.train.repeat() if fixed_steps else splits.train
+    model.fit(train, steps_per_epoch=fixed_steps, epochs=epochs, callbacks=[timer],
+              shuffle=False, verbose=0)
     return timer
 
 
-def trainer_fit(model, task, cfg, splits, steps, epochs, work_dir):
-    """`common.training.fit` (its callbacks: NaN guard, backup, best
-    checkpoint, CSV and TensorBoard logs) on the same data; its StepTimer.
-    Without validation data its best checkpoint follows the training loss,
-    so it still saves at the end of each epoch that improves."""
+def timed_steps(model, dataset, steps=CONFIGURATION_STEPS + 1):
+    """`steps` steps of a plain fit of the model as compiled; its StepTimer."""
     timer = StepTimer()
-    no_validation = types.SimpleNamespace(train=splits.train, val=None)
-    training.fit(model, no_validation, cfg, task.compile_args(cfg, splits.info),
-                 f"{work_dir}/trainer", epochs=epochs, steps_per_epoch=steps,
-                 monitor=("loss", "min"), log_dir=f"{work_dir}/logs", extra_callbacks=[timer])
+    model.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, callbacks=[timer],
+              shuffle=False, verbose=0)
     return timer
 
 
@@ -307,9 +397,14 @@ def input_throughput(dataset, batch_size, batches=INPUT_BATCHES, seconds=INPUT_S
     return count * batch_size / (time.perf_counter() - started)
 
 
-def _configuration(model, task, cfg, splits, jit_compile=None):
-    timer = plain_fit(model, task, cfg, splits, CONFIGURATION_STEPS + 1, 1,
+def _configuration(model, task, cfg, splits, jit_compile=None, compile_first=True):
+    """Median ms per step and last loss of `CONFIGURATION_STEPS` timed steps
+    (after one warm-up step); compiled first unless `compile_first` is False
+    (the model as the trainer compiled it: its traced step is reused)."""
+    if compile_first:
+        compile_plain(model, task, cfg, splits.info, CONFIGURATION_STEPS + 1, 1,
                       jit_compile=jit_compile)
+    timer = timed_steps(model, splits.train)
     return {"ms_per_step": 1000.0 * timer.step_seconds(), "loss": _check_finite(timer)}
 
 
@@ -348,40 +443,49 @@ def measure(task, cfg, work_dir=None, splits=None, configurations=CONFIGURATIONS
 
     # Keras keeps XLA off while op determinism is on (keras/src/trainers/
     # trainer.py, model_supports_jit), so every configuration is timed
-    # without it: the same setting for all, and the fast one.
+    # without it: the same setting for all, and the fast one. float32 is set
+    # explicitly (a task may default to bfloat16 on this CPU), whether
+    # `run.mixed_precision` is a flag or "the task's default" (None).
     cfg = copy.deepcopy(cfg)
     cfg.run.fast_nondeterministic = True
+    cfg.run.mixed_precision = False
     training.configure(cfg)
+    keras.mixed_precision.set_global_policy("float32")
     splits = splits or task.build_datasets(cfg)
     batch = batch_size_of(splits.train)
-    steps = max(COMPARE_MIN_STEPS, min(training.steps_in(splits.train), COMPARE_MAX_STEPS))
-    result = {"op_determinism": False, "batch_size": batch, "steps_per_epoch": steps,
-              "epochs": COMPARE_EPOCHS,
-              "configuration_steps": CONFIGURATION_STEPS, "seconds": seconds}
+    fixed_steps, steps = real_epoch(cfg, splits.train)
+    epochs = 1 + max(COMPARE_TIMED_EPOCHS, math.ceil(COMPARE_TIMED_STEPS / steps))
+    result = {"op_determinism": False, "policy": keras.mixed_precision.global_policy().name,
+              "batch_size": batch, "steps_per_epoch": steps,
+              "epochs": epochs, "configuration_steps": CONFIGURATION_STEPS,
+              "seconds": seconds}
     model = task.build_model(cfg, splits.info)
     lap("data_and_model")
 
     def compare():
-        plain = plain_fit(model, task, cfg, splits, steps, COMPARE_EPOCHS)
-        fp32 = {"ms_per_step": 1000.0 * plain.step_seconds(), "loss": _check_finite(plain)}
-        lap("plain_fit")
-        trainer = trainer_fit(model, task, cfg, splits, steps, COMPARE_EPOCHS, work_dir)
-        _check_finite(trainer)
+        trainer, clock = trainer_fit(model, task, cfg, splits, fixed_steps, epochs, work_dir)
         lap("trainer_fit")
-        return [{"examples_per_second": timer.examples_per_second(steps, batch),
-                 "ms_per_step": 1000.0 * timer.step_seconds(),
-                 "epoch_end_seconds": timer.epoch_end_seconds()}
-                for timer in (plain, trainer)] + [fp32]
+        plain = plain_fit(model, splits, fixed_steps, epochs)
+        lap("plain_fit")
+        plain_epoch = statistics.median(plain.epoch_seconds())
+        trainer_epoch = statistics.median(trainer.epoch_seconds())
+        return ({"examples_per_second": plain.examples_per_second(steps, batch),
+                 "seconds_per_epoch": plain_epoch},
+                {"examples_per_second": trainer.examples_per_second(steps, batch),
+                 "seconds_per_epoch": trainer_epoch,
+                 "extra_seconds_per_epoch": trainer_epoch - plain_epoch, **clock.summary()})
 
     compared = attempt(compare)
     if failed(compared):
         result.update(plain=compared, trainer=compared)
-        timed = {"float32": compared}
     else:
-        plain, trainer, fp32 = compared
+        plain, trainer = compared
         result.update(plain=plain, trainer=trainer, trainer_vs_plain=(
             trainer["examples_per_second"] / plain["examples_per_second"]))
-        timed = {"float32": fp32}
+    # The trainer's compiled step, timed as the other configurations are.
+    timed = {"float32": attempt(_configuration, model, task, cfg, splits,
+                                compile_first=failed(compared))}
+    lap("float32")
     if "xla" in configurations:
         timed["xla"] = attempt(_configuration, model, task, cfg, splits, jit_compile=True)
         lap("xla")

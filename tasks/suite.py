@@ -4,17 +4,22 @@
     python -m tasks benchmark [--tasks segmentation sentiment] [--preset smoke]
 
 `benchmark` runs each task's whole flow (train -> QAT -> export -> evaluate)
-in its own process, so that peak memory and wall time are that task's alone,
-reads each `report.json`, and writes one table as JSON, Markdown and a chart.
-Then, in a second process per task, it measures how well training uses the
-machine (`common/efficiency.py`: the shared trainer against a plain
-`model.fit`, the input pipeline against the model, FLOP/s against a matmul
-peak, XLA and bfloat16 against float32); `--no-efficiency` skips that.
+in its own process, so that peak memory is that task's alone, `--jobs` of
+them at a time (default 2: much of a flow is single-threaded tracing and
+conversion), reads each `report.json`, and writes one table as JSON,
+Markdown and a chart. Then, with no flow running, one process measures how
+well training uses the machine, one task after the other
+(`common/efficiency.py`: the shared trainer against a plain `model.fit`, the
+input pipeline against the model, FLOP/s against a matmul peak, XLA and
+bfloat16 against float32), and times each run's LiteRT files again, alone
+(their latency in the run may have shared the CPU with another flow);
+`--no-efficiency` skips that phase.
 
-    python -m tasks efficiency --task segmentation [--preset smoke]   # one task
+    python -m tasks efficiency --tasks segmentation [--preset smoke]   # measure only
 """
 
 import argparse
+import concurrent.futures
 import importlib
 import json
 import os
@@ -22,6 +27,9 @@ import pkgutil
 import subprocess
 import sys
 import time
+import types
+
+import tensorflow as tf
 
 from common import efficiency, files, training
 
@@ -112,26 +120,42 @@ def _overrides_only(extra):
     return pairs
 
 
-def run_efficiency(name, preset, folder, extra=(), configurations=None):
-    """Measure `name`'s training efficiency in a child process (the mixed
-    precision policy is global, and the training child's peak memory stays
-    its own); the result dict, or {"fails": reason} when the child fails."""
-    path = os.path.join(folder, f"{name}-efficiency.json")
-    command = [sys.executable, "-m", "tasks", "efficiency", "--task", name, "--preset", preset,
-               "--json", path, "--work-dir", folder, *_overrides_only(list(extra))]
-    if configurations is not None:
-        command += ["--configurations", *configurations]
-    log_path = os.path.join(folder, f"{name}-efficiency.log")
-    started = time.time()
-    with open(log_path, "w") as log:
-        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                check=False).returncode
-    if status != 0 or not os.path.exists(path):
-        return {"fails": f"efficiency child exited {status}; see {log_path}"}
-    with open(path) as handle:
-        result = json.load(handle)
-    result["wall_seconds"] = time.time() - started
-    return result
+def efficiency_path(folder, name):
+    return os.path.join(folder, f"{name}-efficiency.json")
+
+
+def run_efficiency(names, preset, folder, extra=(), configurations=None, run_dirs=None):
+    """Measure the training efficiency of every task in `names`, one after
+    the other, in a child process (the mixed precision policy is global, and
+    the training children's peak memory stays their own), and time the
+    LiteRT files of `run_dirs[name]` again. Returns {name: result dict, or
+    {"fails": reason}}. A child that dies is started again for the tasks
+    after the one it died on (TensorFlow is imported once per child, not
+    once per task: seconds each on 2 cores)."""
+    if isinstance(names, str):
+        names = [names]
+    results, remaining = {}, list(names)
+    log_path = os.path.join(folder, "efficiency.log")
+    while remaining:
+        command = [sys.executable, "-m", "tasks", "efficiency", "--tasks", *remaining,
+                   "--preset", preset, "--json-dir", folder, "--work-dir", folder,
+                   *_overrides_only(list(extra))]
+        if configurations is not None:
+            command += ["--configurations", *configurations]
+        for name in remaining:
+            if run_dirs and run_dirs.get(name):
+                command += ["--run-dir", f"{name}={run_dirs[name]}"]
+        with open(log_path, "a") as log:
+            status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                    check=False).returncode
+        while remaining and os.path.exists(efficiency_path(folder, remaining[0])):
+            name = remaining.pop(0)
+            with open(efficiency_path(folder, name)) as handle:
+                results[name] = json.load(handle)
+        if remaining:  # the child died on (or before) this task
+            results[remaining.pop(0)] = {
+                "fails": f"efficiency child exited {status}; see {log_path}"}
+    return results
 
 
 def _measured(part, key):
@@ -172,6 +196,9 @@ def table_row(name, report, run_dir, peak_mib, wall, efficiency=None):
     baseline = metrics.get("baseline") or {}
     sizes, latency = report["sizes_bytes"], report["latency_ms"]
     qat_ran = "qat" in report.get("stages", {})
+    alone = (efficiency or {}).get("litert_ms") or {}
+    if not isinstance(alone, dict) or "fails" in alone:
+        alone = {}
     return {
         "task": name, "primary metric": primary,
         "float": _primary(metrics, "float", primary),
@@ -182,8 +209,10 @@ def table_row(name, report, run_dir, peak_mib, wall, efficiency=None):
         "baseline": baseline.get(primary), "baseline name": baseline.get("name"),
         "float .tflite KB": sizes.get("tflite_float", 0) / 1024,
         "INT8 .tflite KB": sizes.get("tflite_int8", 0) / 1024,
-        "LiteRT float ms": latency.get("tflite_float"),
-        "LiteRT INT8 ms": latency.get("tflite_int8"),
+        # Measured again alone after all flows, when the efficiency phase ran.
+        "LiteRT float ms": alone.get("tflite_float", latency.get("tflite_float")),
+        "LiteRT INT8 ms": alone.get("tflite_int8", latency.get("tflite_int8")),
+        "LiteRT ms in the run": latency,
         "train examples/s": _train_throughput(run_dir, report),
         "peak MiB": peak_mib, "wall s": wall,
         **efficiency_cells(efficiency),
@@ -210,6 +239,33 @@ def _failed(value):
     return isinstance(value, str) and value.startswith("fails: ")
 
 
+TRAINER_KEEPS = 0.95
+
+
+def trainer_notes(measured):
+    """Where the trainer loses to a plain fit, the callbacks its time went to."""
+    notes = []
+    for row in measured:
+        ratio = row["efficiency"].get("trainer_vs_plain")
+        trainer = row["efficiency"].get("trainer") or {}
+        if ratio is None or ratio >= TRAINER_KEEPS:
+            continue
+        spent = sorted((trainer.get("epoch_end_by_callback") or {}).items(),
+                       key=lambda item: -item[1])
+        work = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in spent[:3]
+                         if seconds >= 0.005)
+        hooks = ", ".join(f"{name} {ms:.1f} ms" for name, ms in
+                          (trainer.get("batch_hook_ms_by_callback") or {}).items() if ms >= 0.1)
+        row_steps = row["efficiency"].get("steps_per_epoch")
+        notes.append(
+            f"{row['task']}: the trainer keeps {100 * ratio:.0f}% of a plain fit (below "
+            f"{100 * TRAINER_KEEPS:.0f}%) on epochs of {row_steps} "
+            f"step{'' if row_steps == 1 else 's'} (the run's); its end-of-epoch "
+            f"work: {work or 'none measurable'}"
+            + (f"; after every step: {hooks}" if hooks else "") + ".")
+    return notes
+
+
 def efficiency_notes(rows):
     """Sentences under the table: which tasks wait for data, which numbers
     are lower bounds, and why a '-' efficiency cell is empty."""
@@ -221,6 +277,7 @@ def efficiency_notes(rows):
     notes = [("The model waits for data (the input pipeline is less than "
               f"{INPUT_BOUND_BELOW:g}x as fast as training): {', '.join(waiting)}." if waiting
               else f"No task waits for data (input x >= {INPUT_BOUND_BELOW:g} everywhere).")]
+    notes += trainer_notes(measured)
     partial = [row["task"] for row in measured
                if (row["efficiency"].get("flops") or {}).get("complete") is False]
     if partial:
@@ -236,14 +293,34 @@ def efficiency_notes(rows):
     return notes
 
 
-def markdown(rows, preset, total_seconds=None):
+def _load(values):
+    return "-" if not values else f"{min(values):.1f}-{max(values):.1f}"
+
+
+def how_measured(rows, run):
+    """The sentence saying how the flows shared the machine and what was
+    measured alone, with the load average seen (other users count too)."""
+    jobs = run.get("jobs", 1)
+    loads = run.get("load_average") or {}
+    flows = ("one at a time" if jobs == 1 else f"{jobs} at a time: their wall s and "
+             "train examples/s include sharing the CPU with another flow")
+    sentence = (f"Task flows ran {flows} (1-minute load average {_load(loads.get('training'))}).")
+    if any(row.get("efficiency") for row in rows):
+        sentence += (" The efficiency columns and LiteRT ms were measured afterwards, one task "
+                     "at a time with no flow running (load average "
+                     f"{_load(loads.get('efficiency'))}).")
+    return sentence
+
+
+def markdown(rows, preset, total_seconds=None, run=None):
     total = (f" All tasks in {total_seconds / 60:.1f} minutes"
              f" (`python -m tasks benchmark --preset {preset}`)." if total_seconds else "")
     columns = COLUMNS + (EFFICIENCY_COLUMNS if any(row.get("efficiency") for row in rows)
                          else ())
+    shared = f" {how_measured(rows, run)}" if run else ""
     lines = [f"Preset `{preset}`, one process per task, on this machine "
-             f"({os.cpu_count()} CPUs).{total} QAT INT8 is the QAT file (`metrics.qat_int8` "
-             "when post-training INT8 won on validation and shipped).", "",
+             f"({os.cpu_count()} CPUs).{total}{shared} QAT INT8 is the QAT file "
+             "(`metrics.qat_int8` when post-training INT8 won on validation and shipped).", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = ["-" if _failed(row.get(column)) else
@@ -293,29 +370,48 @@ def update_readme(path, table):
     files.write_text_atomic(path, text)
 
 
+def train_all(names, preset, work, extra=(), jobs=2):
+    """Every task's flow in its own child, `jobs` at a time (the longest
+    first keeps the lanes even: pass names in that order); {name: (report,
+    run_dir, peak MiB, wall s)} and the load averages seen as each ended."""
+    loads, finished = [os.getloadavg()[0]], {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(run_task, name, preset, work, extra): name for name in names}
+        for future in concurrent.futures.as_completed(futures):
+            name = futures[future]
+            finished[name] = future.result()  # a failed flow stops the benchmark
+            loads.append(os.getloadavg()[0])
+            print(f"[benchmark] {name} trained in {finished[name][3]:.0f} s", flush=True)
+    return finished, loads
+
+
 def benchmark(names, preset, out, extra=(), readme=None, efficiency=True,
-              configurations=None):
+              configurations=None, jobs=2):
     """Train and measure every task in `names`; write the table. `efficiency`
     False skips the efficiency columns; `configurations` limits the timed
-    configurations besides float32 (default: XLA and bfloat16)."""
+    configurations besides float32 (default: XLA and bfloat16); `jobs` task
+    flows train at a time (the measurements afterwards run alone)."""
     started = time.time()
     os.makedirs(out, exist_ok=True)
     work = os.path.join(out, f"runs-{preset}-{os.getpid()}")
     os.makedirs(work, exist_ok=True)
-    rows = []
-    for name in names:
-        print(f"[benchmark] {name} ({preset})", flush=True)
-        report, run_dir, peak, wall = run_task(name, preset, work, extra)
-        measured = (run_efficiency(name, preset, work, extra, configurations)
-                    if efficiency else None)
-        rows.append(table_row(name, report, run_dir, peak, wall, measured))
-        print(markdown(rows[-1:], preset).splitlines()[4], flush=True)
+    print(f"[benchmark] {', '.join(names)} ({preset}), {jobs} at a time", flush=True)
+    trained, training_loads = train_all(names, preset, work, extra, jobs)
+    run = {"jobs": jobs, "load_average": {"training": training_loads}}
+    measured = {}
+    if efficiency:
+        print("[benchmark] efficiency and LiteRT latency, one task at a time", flush=True)
+        measured = run_efficiency(names, preset, work, extra, configurations,
+                                  {name: trained[name][1] for name in names})
+        run["load_average"]["efficiency"] = [
+            load for result in measured.values() for load in result.get("load_average", [])]
+    rows = [table_row(name, *trained[name], measured.get(name)) for name in names]
     total = time.time() - started
     stem = os.path.join(out, f"suite-{preset}")
-    table = markdown(rows, preset, total)
+    table = markdown(rows, preset, total, run)
     files.write_json_atomic(stem + ".json", {"preset": preset, "rows": rows,
                                              "total_seconds": total,
-                                             "cpu_count": os.cpu_count()})
+                                             "cpu_count": os.cpu_count(), **run})
     files.write_text_atomic(stem + ".md", table)
     chart(rows, stem + ".png")
     if readme:
@@ -337,22 +433,28 @@ def main(argv=None):
                        default=None, help="also write the table into README.md's suite block")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="passed to every task's train command")
+    bench.add_argument("--jobs", type=int, default=2,
+                       help="task flows trained at a time (default 2); the efficiency "
+                            "measurements run afterwards, alone")
     bench.add_argument("--no-efficiency", dest="efficiency", action="store_false",
-                       help="skip the efficiency columns (a second child per task, "
-                            "about a third of the benchmark's time)")
+                       help="skip the efficiency columns and the LiteRT latency measured "
+                            "alone (a phase after the flows, about a third of the time)")
     bench.add_argument("--efficiency-configurations", nargs="*", default=None,
                        choices=efficiency.CONFIGURATIONS,
                        help="which of xla, bfloat16 to time besides float32 "
                        "(default: both; none: only the trainer, input and FLOP columns)")
-    one = commands.add_parser("efficiency", help="measure one task's training efficiency")
-    one.add_argument("--task", required=True)
+    one = commands.add_parser("efficiency", help="measure tasks' training efficiency")
+    one.add_argument("--tasks", "--task", dest="tasks", nargs="+", required=True)
     one.add_argument("--preset", default="smoke")
     one.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE")
     one.add_argument("--configurations", nargs="*", default=None,
                      choices=efficiency.CONFIGURATIONS, help="(default: all)")
-    one.add_argument("--json", help="also write the result here")
+    one.add_argument("--json-dir", help="also write <task>-efficiency.json here, each as "
+                     "its task is done")
     one.add_argument("--work-dir", default=None, help="for the trainer's files (default: /tmp)")
+    one.add_argument("--run-dir", action="append", default=[], metavar="TASK=FOLDER",
+                     help="a finished run of TASK: its LiteRT files are timed again")
     args = parser.parse_args(argv)
     if args.command == "efficiency":
         return efficiency_command(parser, args)
@@ -363,30 +465,82 @@ def main(argv=None):
     unknown = [name for name in (args.tasks or []) if name not in known]
     if unknown:
         parser.error(f"unknown task(s) {unknown}; expected some of {known}")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: expected 1 or more")
     extra = [part for override in args.overrides for part in ("--set", override)]
     benchmark(args.tasks or known, args.preset, args.out, extra, args.readme, args.efficiency,
-              args.efficiency_configurations)
+              args.efficiency_configurations, args.jobs)
     return 0
 
 
-def efficiency_command(parser, args):
-    """`python -m tasks efficiency --task NAME`: the measurement of one task
-    (the benchmark runs it as a child per task), printed as JSON."""
+def litert_latency(task, cfg, splits, run_dir):
+    """Median batch-1 milliseconds of the run's float and INT8 `.tflite`, as
+    its report measured them (`common.pipeline.latency`: the file alone, or
+    the host loop around a multi-part edge), measured again now."""
+    from common import litert, pipeline
+
+    with open(os.path.join(run_dir, "report.json")) as handle:
+        artifacts = {key: path for key, path in json.load(handle)["artifacts"].items()
+                     if key in ("tflite_float", "tflite_int8")}
+    run = types.SimpleNamespace(file=lambda path: os.path.join(run_dir, path))
+    example = next(iter(pipeline.limited(splits.test, cfg).unbatch().batch(1).take(1)))[0]
+    example = tf.nest.map_structure(lambda tensor: tensor.numpy(), example)
+    predict_fns = None
+    if getattr(task, "EDGE_SIGNATURES", None):
+        names = {key: name for name, key in pipeline.ARTIFACT_SCORES}
+        predict_fns = {names[key]: pipeline.predict_fn_from_raw(
+            task, litert.load(run.file(path)), cfg, splits.info)
+            for key, path in artifacts.items()}
+    return pipeline.latency(artifacts, run, example, cfg.export.latency_samples, predict_fns)
+
+
+def measure_task(name, args, run_dir=None):
+    """One task's efficiency (and LiteRT latency when `run_dir` is given)."""
     from common import cli
 
-    if args.task not in task_names():
-        parser.error(f"unknown task {args.task!r}; expected one of {task_names()}")
-    task = importlib.import_module(f"tasks.{args.task}")
+    task = importlib.import_module(f"tasks.{name}")
     argv = ["--preset", args.preset]
     for override in args.overrides:
         argv += ["--set", override]
     cfg = cli.parse_train_args(task, argv)
     configurations = (efficiency.CONFIGURATIONS if args.configurations is None
                       else tuple(args.configurations))
-    result = efficiency.attempt(efficiency.measure, task, cfg, args.work_dir,
+    loads = [os.getloadavg()[0]]
+    training.set_seed(cfg.run.seed)
+    splits = efficiency.attempt(task.build_datasets, cfg)
+    if efficiency.failed(splits):
+        return dict(splits, load_average=loads)
+    result = efficiency.attempt(efficiency.measure, task, cfg, args.work_dir, splits=splits,
                                 configurations=configurations)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        files.write_text_atomic(args.json, text + "\n")
-    print(text)
+    if run_dir and not efficiency.failed(result):
+        result["litert_ms"] = efficiency.attempt(litert_latency, task, cfg, splits, run_dir)
+    loads.append(os.getloadavg()[0])
+    result["load_average"] = loads
+    return result
+
+
+def efficiency_command(parser, args):
+    """`python -m tasks efficiency --tasks NAME ...`: the measurement of each
+    task in turn (the benchmark runs it in one child after the flows),
+    printed as JSON and, with --json-dir, written as each task is done."""
+    import keras
+
+    unknown = [name for name in args.tasks if name not in task_names()]
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; expected some of {task_names()}")
+    run_dirs = {}
+    for pair in args.run_dir:
+        name, separator, folder = pair.partition("=")
+        if not separator or not folder:
+            parser.error(f"--run-dir {pair!r}: expected TASK=FOLDER")
+        run_dirs[name] = folder
+    for name in args.tasks:
+        started = time.time()
+        result = measure_task(name, args, run_dirs.get(name))
+        result["wall_seconds"] = time.time() - started
+        text = json.dumps(result, indent=2)
+        if args.json_dir:
+            files.write_text_atomic(efficiency_path(args.json_dir, name), text + "\n")
+        print(f"[efficiency] {name}\n{text}", flush=True)
+        keras.backend.clear_session()  # the next task starts from no graphs
     return 0

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from common import config as config_lib
-from common import data, efficiency
+from common import data, efficiency, training
 from tasks import suite
 
 INPUTS, OUTPUTS, BATCH = 16, 4, 16
@@ -50,7 +50,14 @@ def dense_task():
 def dense_result(tmp_path_factory):
     cfg = config_lib.BaseConfig()
     cfg.train.learning_rate = 1e-2
-    return efficiency.measure(dense_task(), cfg, str(tmp_path_factory.mktemp("dense")))
+    # A task defaulting to bfloat16 (or a policy left by an earlier run):
+    # the float32 columns are still float32.
+    cfg.run.mixed_precision = None
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        return efficiency.measure(dense_task(), cfg, str(tmp_path_factory.mktemp("dense")))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_a_configuration_xla_cannot_compile_is_recorded_and_the_others_measured(dense_result):
@@ -62,8 +69,34 @@ def test_a_configuration_xla_cannot_compile_is_recorded_and_the_others_measured(
         assert np.isfinite(configurations[name]["loss"])
     assert configurations["bfloat16"]["speedup"] == pytest.approx(
         configurations["float32"]["ms_per_step"] / configurations["bfloat16"]["ms_per_step"])
-    # 10 steps an epoch (the 12-step split, capped), three epochs.
-    assert dense_result["steps_per_epoch"] == 10 and dense_result["batch_size"] == BATCH
+    assert dense_result["policy"] == "float32"
+    # Epochs of the real run's length (one pass over the 12-batch split): a
+    # warm-up epoch and two timed ones.
+    assert dense_result["steps_per_epoch"] == 12 and dense_result["batch_size"] == BATCH
+    assert dense_result["epochs"] == 3
+
+
+def test_trainer_and_plain_fit_are_timed_alike_and_the_trainer_callbacks_named(dense_result):
+    plain, trainer = dense_result["plain"], dense_result["trainer"]
+    assert dense_result["trainer_vs_plain"] == pytest.approx(
+        trainer["examples_per_second"] / plain["examples_per_second"])
+    assert trainer["extra_seconds_per_epoch"] == pytest.approx(
+        trainer["seconds_per_epoch"] - plain["seconds_per_epoch"])
+    # Each epoch end of the trainer writes its resume backup and (the loss
+    # falls) its best checkpoint: both timed, each a file write.
+    spent = trainer["epoch_end_by_callback"]
+    assert spent["AtomicBackupAndRestore"] > 0 and spent["BestCheckpoint"] > 0
+    assert "StopOnNonFinite" in trainer["batch_hook_ms_by_callback"]
+    # The wrapping was undone.
+    assert training.make_callbacks.__name__ == "make_callbacks"
+
+
+def test_an_epoch_is_one_pass_over_the_data_or_the_configured_steps():
+    cfg = config_lib.BaseConfig()
+    dataset = tf.data.Dataset.range(20).batch(4)
+    assert efficiency.real_epoch(cfg, dataset) == (None, 5)
+    cfg.train.steps_per_epoch = 7
+    assert efficiency.real_epoch(cfg, dataset) == (7, 7)
 
 
 def test_input_x_is_the_input_rate_over_the_rate_the_model_consumes(dense_result):
@@ -126,9 +159,14 @@ def test_benchmark_columns_show_failures_as_dash_with_a_note(dense_result):
 def test_segmentation_trainer_and_plain_fit_measured_side_by_side(tmp_path):
     """Through the benchmark's child process, as `python -m tasks benchmark`
     runs it; train-only flags (--no-qat) are left out of the measurement."""
-    result = suite.run_efficiency("segmentation", "smoke", str(tmp_path),
-                                  ["--no-qat", "--set", "model.filters=4"], configurations=())
+    # Epochs of 16 steps (128 images): the real length is measured, so a
+    # smaller split keeps the test short.
+    result = suite.run_efficiency(["segmentation"], "smoke", str(tmp_path),
+                                  ["--no-qat", "--set", "model.filters=4",
+                                   "--set", "data.num_train=128"],
+                                  configurations=())["segmentation"]
     assert "fails" not in result, result
+    assert result["steps_per_epoch"] == 16 and result["policy"] == "float32"
     plain = result["plain"]["examples_per_second"]
     trainer = result["trainer"]["examples_per_second"]
     assert plain > 0 and trainer > 0
