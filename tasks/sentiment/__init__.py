@@ -37,7 +37,9 @@ CLI_FLAGS = {
 
 
 def custom_objects():
-    return {"BertInputs": BertInputs,
+    from tasks.sentiment.ngrams import NgramLogits
+
+    return {"BertInputs": BertInputs, "NgramLogits": NgramLogits,
             "ClassWeightedCrossentropy": ClassWeightedCrossentropy}
 
 

@@ -47,6 +47,12 @@ class ModelOptions:
     pretrain_learning_rate: float = 1e-3
     # Fraction of tokens masked for pre-training (BERT: 0.15).
     mask_rate: float = 0.15
+    # The n-gram branch: a TF-IDF + logistic-regression model on token
+    # unigrams and bigrams (hashed into this many bigram buckets) inside the
+    # classifier, its logits added to BERT's with a weight chosen on the
+    # validation split (0 = BERT alone); fitted after BERT trains. 0 turns
+    # it off. See ngrams.py.
+    ngram_buckets: int = 0
     # Knowledge distillation: a trained teacher (`model.keras` of an earlier
     # run; its folder's vocabulary.txt is reused), the weight of the
     # hard-label loss and the softmax temperature.
@@ -152,7 +158,7 @@ PRESETS = {
         "model.intermediate_dim": 64, "model.sequence_length": 32,
         "model.vocabulary_size": 400, "train.epochs": 2, "train.batch_size": 32,
         "qat.epochs": 1, "export.representative_samples": 32,
-        "export.latency_samples": 5,
+        "export.latency_samples": 5, "model.ngram_buckets": 4096,
     },
     # The built-in demo: BERT-tiny from random weights, first pre-trained as
     # a masked language model on the training text for 2 epochs, then
@@ -160,8 +166,11 @@ PRESETS = {
     # README "Presets"). With --init the pre-training is skipped.
     # At most 1,500 optimizer steps (the built-in 6,000 reviews: 8 epochs of
     # 187), so a larger dataset trains in about the time of the demo.
+    # With the n-gram branch (TF-IDF + logistic regression inside the model,
+    # weighted against BERT on validation; see ngrams.py).
     "default": _size("tiny", **{"train.epochs": 6, "model.pretrain_epochs": 2,
-                                "train.learning_rate": 5e-4, "train.max_steps": 1500}),
+                                "train.learning_rate": 5e-4, "train.max_steps": 1500,
+                                "model.ngram_buckets": 65536}),
     # The compact BERT sizes (Turc et al., 2019) and BERT-base.
     "tiny": _size("tiny", **{"train.epochs": 8, "train.learning_rate": 5e-4}),
     "mini": _size("mini", **{"train.epochs": 8, "train.learning_rate": 2e-4}),

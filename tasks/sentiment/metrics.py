@@ -76,7 +76,7 @@ def bag_of_words_model(vocabulary_size, num_classes, seed=0):
     return keras.Model(token_ids, logits, name="bag_of_words")
 
 
-def _arrays(dataset, seed=0):
+def arrays_of(dataset, seed=0):
     """All (token ids, labels) of a split in one seeded order, so the fit
     does not depend on how often the shuffled split was read before."""
     batches = [(np.asarray(x), np.asarray(y).reshape(-1)) for x, y in dataset]
@@ -99,8 +99,8 @@ def bag_of_words_predict_fn(splits, info, epochs=30, learning_rate=0.003):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    train_ids, train_labels = _arrays(splits.train)
-    model.fit(train_ids, train_labels, validation_data=_arrays(splits.val),
+    train_ids, train_labels = arrays_of(splits.train)
+    model.fit(train_ids, train_labels, validation_data=arrays_of(splits.val),
               epochs=epochs, batch_size=64, shuffle=False, verbose=0,
               callbacks=[keras.callbacks.EarlyStopping(
                   monitor="val_loss", mode="min", patience=4,
@@ -125,8 +125,8 @@ def tfidf_logistic_predict_fn(splits, info, strengths=(0.3, 1.0, 3.0, 10.0)):
     from sklearn.linear_model import LogisticRegression
 
     vectorizer = TfidfVectorizer(analyzer=_token_ngrams, sublinear_tf=True, min_df=2)
-    train_ids, train_labels = _arrays(splits.train)
-    val_ids, val_labels = _arrays(splits.val)
+    train_ids, train_labels = arrays_of(splits.train)
+    val_ids, val_labels = arrays_of(splits.val)
     train_features = vectorizer.fit_transform(list(train_ids))
     val_features = vectorizer.transform(list(val_ids))
     # The same class weights as the model's loss (train.class_weight), so

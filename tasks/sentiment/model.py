@@ -95,6 +95,15 @@ def build_model(cfg, info):
     logits = keras.layers.Dense(
         info["num_classes"], name="logits", dtype="float32",
         kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))(x)
+    if cfg.model.ngram_buckets > 0:
+        # The n-gram branch (TF-IDF + logistic regression, see ngrams.py):
+        # zero until fitted after BERT's training.
+        from tasks.sentiment.ngrams import NgramLogits
+
+        ngram_logits = NgramLogits(len(info["vocabulary"]), cfg.model.ngram_buckets,
+                                   info["num_classes"], name="ngram_logits",
+                                   dtype="float32")(token_ids)
+        logits = keras.layers.Add(name="logits_sum", dtype="float32")([logits, ngram_logits])
     return keras.Model(token_ids, logits, name="bert_classifier")
 
 
