@@ -160,7 +160,9 @@ def fit_float(model, splits, cfg, info, context):
     if cfg.model.teacher:
         model = distill(model, splits, cfg, info, context)
         if ngrams.branch_of(model) is not None:
-            notes.append(add_ngram_branch(model, splits, arrays_of(splits.val), info))
+            # The teacher chose nothing on validation: all of it fits the weights.
+            notes.append(add_ngram_branch(model, splits, arrays_of(splits.val), info,
+                                          texts="validation texts"))
     elif ngrams.branch_of(model) is not None:
         # The validation split chooses two things here: BERT's best epoch and
         # the branch's weight. Each gets its own half; a weight chosen on the
@@ -191,9 +193,10 @@ def validation_halves(splits):
     return (ids[0::2], labels[0::2]), (ids[1::2], labels[1::2])
 
 
-def add_ngram_branch(model, splits, val, info):
-    """Fit the n-gram branch after BERT's training (its weight chosen on the
-    validation arrays `val`); the report's note."""
+def add_ngram_branch(model, splits, val, info,
+                     texts="validation texts that did not choose BERT's epoch"):
+    """Fit the n-gram branch after BERT's training (its weights fitted on
+    the validation arrays `val`, described as `texts`); the report's note."""
     fitted = ngrams.fit_branch(model, arrays_of(splits.train), val, info)
     accuracy = fitted["val_accuracy"]
     weights = f"{fitted['bert_weight']:.2f} x BERT + {fitted['ngram_weight']:.2f} x n-grams"
@@ -202,6 +205,6 @@ def add_ngram_branch(model, splits, val, info):
           f"{accuracy['together']:.4f}", flush=True)
     return (f"n-gram branch (TF-IDF + logistic regression on token unigrams and bigrams "
             f"inside the model, C={fitted['strength']}): logits {weights}, fitted on "
-            f"{fitted['val_examples']} validation texts that did not choose BERT's epoch; "
+            f"{fitted['val_examples']} {texts}; "
             f"their accuracy: BERT alone {accuracy['bert']:.4f}, n-grams alone "
             f"{accuracy['ngrams']:.4f}, together {accuracy['together']:.4f}")
