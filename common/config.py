@@ -47,6 +47,12 @@ class TrainConfig:
     restore_best: bool = True
     # None: one pass over the training split per epoch.
     steps_per_epoch: Optional[int] = None
+    # The resume backup and the best epoch's weights are written at most
+    # this share of the training time: a write waits until training has run
+    # (last write's seconds / share) since the previous one, so a kill loses
+    # at most that much training. Short epochs otherwise spend more time
+    # saving than stepping. 1 writes at every epoch's end.
+    checkpoint_share: float = 0.02
 
 
 @dataclasses.dataclass

@@ -200,7 +200,9 @@ def train_qat(task, cfg, splits, edge, run, context):
         qat_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
             cfg.train, schedule="constant", warmup_epochs=0))
     with context.strategy.scope():
-        qat_model = qat.quantize_model(edge)
+        # Fake quantization simulates int8 arithmetic; it runs in float32
+        # after a bfloat16 float stage (bfloat16 QAT was slower, measured).
+        qat_model = qat.quantize_model(export.as_float32(edge))
         if cfg.qat.freeze_batch_norm:  # before calibrating: ranges of inference-mode BN
             qat.freeze_batch_norm(qat_model)
         qat.calibrate(qat_model, splits.train, steps=5)
@@ -433,10 +435,9 @@ def chosen_epochs(run, context):
     chosen = {}
     stages_dir = run.file("stages")
     for stage in sorted(os.listdir(stages_dir)) if os.path.isdir(stages_dir) else []:
-        record = os.path.join(context.stage_dir(stage), "best.weights.h5.json")
-        if os.path.exists(record):
-            with open(record) as handle:
-                chosen[stage] = json.load(handle)
+        record = training.best_record(context.stage_dir(stage))
+        if record is not None:
+            chosen[stage] = record
     return chosen
 
 

@@ -966,17 +966,13 @@ def record_start_as_best(quantized_model, stage_dir, monitor, score):
     a fine-tuned epoch is then kept only if it beats the start on `monitor`
     (`score(model)` gives its value). A record already there (a resumed
     fine-tune) is kept."""
-    from common import files
+    from common import training
 
-    record = os.path.join(stage_dir, "best.weights.h5.json")
-    if os.path.exists(record):
+    if training.best_record(stage_dir) is not None:
         return None
     value = float(score(quantized_model))
-    os.makedirs(stage_dir, exist_ok=True)
-    with files.atomic_path(os.path.join(stage_dir, "best.weights.h5"),
-                           ".weights.h5") as temporary:
-        quantized_model.save_weights(temporary, overwrite=True)
-    files.write_json_atomic(record, {"value": value, "epoch": 0, "monitor": monitor})
+    training.save_best(quantized_model, stage_dir,
+                       {"value": value, "epoch": 0, "monitor": monitor})
     return value
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import config, export, layers, precision, tflite_graph, training
+from common import config, export, layers, precision, qat, tflite_graph, training
 from common.cli import parse_train_args
 
 NATIVE = {"avx512f", "avx512_bf16"}
@@ -139,6 +139,10 @@ def test_a_bfloat16_trained_model_exports_float32(tmp_path):
     loaded = tf.saved_model.load(version)
     assert {variable.dtype for variable in loaded.variables} == {tf.float32}
     assert loaded.signatures["serving_default"].structured_outputs["logits"].dtype == tf.float32
+    # QAT fine-tunes a float32 copy (pipeline.train_qat): fake quantization
+    # in float32, like the int8 arithmetic it simulates.
+    qat_model = qat.quantize_model(export.as_float32(model))
+    assert {layer.compute_dtype for layer in qat_model.layers} == {"float32"}
     export.convert_to_tflite(model, str(tmp_path / "model.tflite"))
     dtypes = {tensor["dtype"] for graph in tflite_graph.subgraphs(str(tmp_path / "model.tflite"))
               for tensor in graph["tensors"].values()}

@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from common import training
 from tasks.segmentation import evaluate as evaluate_cli
 from tasks.segmentation import export as export_cli
 from tasks.segmentation import predict as predict_cli
@@ -160,7 +161,10 @@ def test_unknown_preset_and_key_fail_with_one_line(tmp_path):
 def test_killed_training_resumes_where_it_stopped(tmp_path):
     out = str(tmp_path / "run")
     argv = ["--preset", "smoke", "--out", out, "--export-dir", str(tmp_path / "sm"),
-            "--epochs", "12", "--no-qat", "--set", "data.num_train=128"]
+            "--epochs", "12", "--no-qat", "--set", "data.num_train=128",
+            # a backup at every epoch's end, so the kill lands between two
+            # (by default they are spaced to take 2% of the time: test_training)
+            "--set", "train.checkpoint_share=1"]
     process = subprocess.Popen([sys.executable, "-m", "tasks.segmentation.train", *argv],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metadata = os.path.join(out, "stages", "float", "backup", "training_metadata.json")
@@ -278,7 +282,7 @@ def test_two_workers_on_loopback_match_one_device(run, tmp_path):
         assert scores["float"] > baseline + 0.1
         assert abs(scores["float"] - single) < 0.1
     # Both workers chose the same best epoch (the validation score is agreed).
-    record = "stages/float/best.weights.h5.json"
+    record = f"stages/float/{training.BEST_WEIGHTS}.json"
     chosen = [json.loads((folder / record).read_text())["epoch"]
               for folder in (out, out / "workers" / "worker-1")]
     assert chosen[0] == chosen[1]

@@ -82,6 +82,7 @@ def _regression_splits():
 def test_fit_learns_and_resumes_after_an_interruption(tmp_path, monkeypatch):
     cfg = config.BaseConfig()
     cfg.train.epochs, cfg.train.learning_rate, cfg.train.schedule = 4, 0.3, "constant"
+    cfg.train.checkpoint_share = 1  # a backup at every epoch's end
     splits = _regression_splits()
     stage = str(tmp_path / "stage")
 
@@ -101,7 +102,63 @@ def test_fit_learns_and_resumes_after_an_interruption(tmp_path, monkeypatch):
     logged = training.read_history(stage)
     assert logged["epoch"] == [0, 1, 2, 3]
     assert logged["loss"][-1] < 0.5 * logged["loss"][0]
-    assert os.path.exists(os.path.join(stage, "best.weights.h5"))
+    assert os.path.exists(os.path.join(stage, training.BEST_WEIGHTS))
+
+
+def test_checkpoint_clock_bounds_the_share_of_time_spent_writing(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: now[0])
+    clock = training.CheckpointClock(0.02)
+    assert clock.due()  # the first epoch's end always writes
+    with clock.writing():
+        now[0] += 0.5  # a write of 0.5 s ...
+    now[0] += 24.9
+    assert not clock.due()  # ... waits for 25 s of training (2%)
+    now[0] += 0.1
+    assert clock.due()
+    assert training.CheckpointClock(1).due()
+    with pytest.raises(UserError, match="train.checkpoint_share=0"):
+        training.CheckpointClock(0)
+
+
+def test_throttled_checkpoints_resume_from_the_last_write_and_keep_the_best(tmp_path,
+                                                                            monkeypatch):
+    cfg = config.BaseConfig()
+    cfg.train.epochs, cfg.train.learning_rate, cfg.train.schedule = 4, 0.3, "constant"
+    cfg.train.checkpoint_share = 1e-9  # after the first, no write is ever due
+    stage = str(tmp_path / "stage")
+    scores = iter([0.2, 0.9, 0.5, 0.1, 0.3, 0.95])
+
+    def model():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+    def score(trained):
+        return {"accuracy": next(scores)}
+
+    original = training.make_callbacks
+    monkeypatch.setattr(training, "make_callbacks",
+                        lambda *a, **k: original(*a, **k) + [_StopAtEpoch(3)])
+    with pytest.raises(KeyboardInterrupt):  # killed after epoch 3: no end-of-training write
+        training.fit(model(), _regression_splits(), cfg, {"loss": "mse"}, stage,
+                     monitor=("val_accuracy", "max"), validation_score=(score, "accuracy"))
+    with open(os.path.join(stage, "backup", "training_metadata.json")) as handle:
+        assert json.load(handle)["epoch"] == 1  # only the first epoch was written
+    assert training.best_record(stage)["epoch"] == 1  # epoch 2's 0.9 was in memory
+    monkeypatch.setattr(training, "make_callbacks", original)
+    resumed = model()
+    history = training.fit(resumed, _regression_splits(), cfg, {"loss": "mse"}, stage,
+                           monitor=("val_accuracy", "max"),
+                           validation_score=(score, "accuracy"))
+    assert len(history["loss"]) == 3  # epochs 2-4 again, from the epoch-1 backup
+    # The end of training writes the best epoch (epoch 4's 0.95 beat 0.2) and
+    # the backup; the history keeps the rerun rows of epochs 2-3.
+    assert training.best_record(stage) == {"value": 0.95, "epoch": 4,
+                                           "monitor": "val_accuracy"}
+    with open(os.path.join(stage, "backup", "training_metadata.json")) as handle:
+        assert json.load(handle)["epoch"] == 4
+    assert training.read_history(stage)["val_accuracy"] == pytest.approx([0.2, 0.1, 0.3, 0.95])
 
 
 def test_explicit_steps_per_epoch_limits_each_epoch(tmp_path):
@@ -166,12 +223,12 @@ def test_a_kill_while_saving_the_backup_keeps_the_previous_one(tmp_path, monkeyp
 def test_best_checkpoint_remembers_the_best_value_across_resumes(tmp_path):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
-    path = str(tmp_path / "best.weights.h5")
-    first = training.BestCheckpoint(path, "val_loss", "min")
+    path = str(tmp_path / training.BEST_WEIGHTS)
+    first = training.BestCheckpoint(str(tmp_path), "val_loss", "min")
     first.set_model(model)
     first.on_epoch_end(0, {"val_loss": 0.5})
     saved = open(path, "rb").read()
-    resumed = training.BestCheckpoint(path, "val_loss", "min")  # a new process
+    resumed = training.BestCheckpoint(str(tmp_path), "val_loss", "min")  # a new process
     resumed.set_model(model)
     model.set_weights([w + 1 for w in model.get_weights()])
     resumed.on_epoch_end(1, {"val_loss": 0.7})  # worse: must not overwrite
@@ -246,8 +303,8 @@ def test_fit_keeps_the_epoch_with_the_best_validation_score(tmp_path):
         np.testing.assert_array_equal(kept, best)
     logged = training.read_history(str(tmp_path))
     assert logged["val_accuracy"] == pytest.approx([0.2, 0.9, 0.5, 0.1])
-    with open(tmp_path / "best.weights.h5.json") as handle:
-        assert json.load(handle) == {"value": 0.9, "epoch": 2, "monitor": "val_accuracy"}
+    assert training.best_record(str(tmp_path)) == {"value": 0.9, "epoch": 2,
+                                                   "monitor": "val_accuracy"}
 
 
 def test_inverse_square_root_schedule_warms_up_then_decays_as_the_paper():

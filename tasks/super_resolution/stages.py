@@ -78,9 +78,7 @@ def psnr_stage(model, splits, cfg, info, context):
                      info=info)
     print("[super_resolution] stage 1/2: PSNR-oriented training (L1)")
     context.fit(model, patches, cfg, compile_args(cfg, info), "psnr")
-    best = os.path.join(context.stage_dir("psnr"), "best.weights.h5")
-    if os.path.exists(best):
-        model.load_weights(best)
+    training.restore_best(model, context.stage_dir("psnr"))
     files.save_keras_atomic(model, path)
     training.remove_backup(context.stage_dir("psnr"))
     return model
