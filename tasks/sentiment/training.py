@@ -25,7 +25,7 @@ from common.training import FloatResult
 from common.wordpiece import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, write_vocabulary
 from tasks.sentiment import model as model_lib
 from tasks.sentiment import ngrams
-from tasks.sentiment.metrics import arrays_of
+from tasks.sentiment.metrics import arrays_of, training_arrays
 from tasks.sentiment import data as data_lib
 from tasks.sentiment.data import VOCABULARY_FILE
 
@@ -197,7 +197,7 @@ def add_ngram_branch(model, splits, val, info,
                      texts="validation texts that did not choose BERT's epoch"):
     """Fit the n-gram branch after BERT's training (its weights fitted on
     the validation arrays `val`, described as `texts`); the report's note."""
-    fitted = ngrams.fit_branch(model, arrays_of(splits.train), val, info)
+    fitted = ngrams.fit_branch(model, training_arrays(splits), val, info)
     accuracy = fitted["val_accuracy"]
     weights = f"{fitted['bert_weight']:.2f} x BERT + {fitted['ngram_weight']:.2f} x n-grams"
     print(f"[sentiment] n-gram branch: {weights}; validation accuracy ({fitted['val_examples']} "
