@@ -16,7 +16,7 @@ FILE_SECONDS = {
     "tests/test_segmentation_end_to_end.py": 470,
     "tests/test_detection_end_to_end.py": 380,
     "tests/test_super_resolution_real_data.py": 340,
-    "tests/test_translation_real_data.py": 250,
+    "tests/test_translation_real_data.py": 340,
     "tests/test_segmentation_real_data.py": 225,
     "tests/test_sentiment_train.py": 200,
     "tests/test_super_resolution_end_to_end.py": 190,
