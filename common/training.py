@@ -293,6 +293,28 @@ def backup_variables(model):
     return list(model.variables) + list(optimizer.variables)
 
 
+def save_arrays(path, arrays):
+    """`arrays` in order, in one `.npz` written atomically."""
+    with files.atomic_path(path, ".npz") as temporary:
+        np.savez(temporary, **{str(index): keras.ops.convert_to_numpy(array)
+                               for index, array in enumerate(arrays)})
+
+
+def load_arrays_into(path, variables, what, restart_folder):
+    """Assign the arrays `save_arrays` wrote to `variables`, in order; a
+    UserError naming `what` when their number or shapes differ."""
+    with np.load(path) as saved:
+        arrays = [saved[str(index)] for index in range(len(saved.files))]
+    if variables is None or len(arrays) != len(variables) or any(
+            tuple(array.shape) != tuple(variable.shape)
+            for array, variable in zip(arrays, variables)):
+        raise UserError(
+            f"{path}: {what} do not match the model ({len(arrays)} arrays for "
+            f"{len(variables or [])} variables); remove {restart_folder} to restart the stage")
+    for variable, array in zip(variables, arrays):
+        variable.assign(array)
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """BackupAndRestore whose files are replaced whole: a kill while saving
     leaves the previous backup, never a truncated one. The backup is kept
@@ -338,10 +360,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             with files.atomic_path(self._weights_path, ".weights.h5") as temporary:
                 self.model.save_weights(temporary, overwrite=True)
         else:
-            arrays = {str(index): keras.ops.convert_to_numpy(variable)
-                      for index, variable in enumerate(variables)}
-            with files.atomic_path(self._variables_path, ".npz") as temporary:
-                np.savez(temporary, **arrays)
+            save_arrays(self._variables_path, variables)
         files.write_json_atomic(self._training_metadata_path,
                                 {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
@@ -355,18 +374,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
             # As Keras does before loading: the optimizer's variables must exist.
             optimizer.build(self.model.trainable_variables)
-        variables = backup_variables(self.model)
-        with np.load(self._variables_path) as saved:
-            arrays = [saved[str(index)] for index in range(len(saved.files))]
-        if variables is None or len(arrays) != len(variables) or any(
-                tuple(array.shape) != tuple(variable.shape)
-                for array, variable in zip(arrays, variables)):
-            raise UserError(
-                f"{self._variables_path}: this backup does not match the model "
-                f"({len(arrays)} arrays for {len(variables or [])} variables); remove "
-                f"{self.backup_dir} to restart the stage")
-        for variable, array in zip(variables, arrays):
-            variable.assign(array)
+        load_arrays_into(self._variables_path, backup_variables(self.model),
+                         "this backup's arrays", self.backup_dir)
         if os.path.exists(self._training_metadata_path):
             with open(self._training_metadata_path) as handle:
                 self.model._initial_epoch = json.load(handle)["epoch"]
@@ -408,11 +417,10 @@ def save_best(model_or_arrays, stage_dir, record):
     `record` ({"value", "epoch", "monitor"}), each written atomically."""
     arrays = model_or_arrays
     if isinstance(model_or_arrays, keras.Model):
-        arrays = [keras.ops.convert_to_numpy(weight) for weight in model_or_arrays.weights]
+        arrays = model_or_arrays.weights
     os.makedirs(stage_dir, exist_ok=True)
     path = os.path.join(stage_dir, BEST_WEIGHTS)
-    with files.atomic_path(path, ".npz") as temporary:
-        np.savez(temporary, **{str(index): array for index, array in enumerate(arrays)})
+    save_arrays(path, arrays)
     files.write_json_atomic(path + ".json", record)
 
 
@@ -566,17 +574,8 @@ def restore_best(model, stage_dir):
     record = best_record(stage_dir)
     if record is None:
         return None
-    path = os.path.join(stage_dir, BEST_WEIGHTS)
-    with np.load(path) as saved:
-        arrays = [saved[str(index)] for index in range(len(saved.files))]
-    weights = model.weights
-    if len(arrays) != len(weights) or any(tuple(array.shape) != tuple(weight.shape)
-                                          for array, weight in zip(arrays, weights)):
-        raise UserError(f"{path}: these best weights do not match the model ({len(arrays)} "
-                        f"arrays for {len(weights)} weights); remove {stage_dir} to "
-                        "restart the stage")
-    for weight, array in zip(weights, arrays):
-        weight.assign(array)
+    load_arrays_into(os.path.join(stage_dir, BEST_WEIGHTS), model.weights,
+                     "these best weights", stage_dir)
     return record
 
 
