@@ -207,13 +207,16 @@ def train_qat(task, cfg, splits, edge, run, context):
             qat.freeze_batch_norm(qat_model)
         qat.calibrate(qat_model, splits.train, steps=5)
         score_fn, metric = context.validation_score or (None, None)
-        if (cfg.qat.keep_start_if_better and cfg.train.restore_best and score_fn
-                and context.monitor[0] == f"val_{metric}"):
+        monitors_score = bool(score_fn) and context.monitor[0] == f"val_{metric}"
+        if cfg.qat.keep_start_if_better and cfg.train.restore_best and monitors_score:
             qat.record_start_as_best(qat_model, context.stage_dir("qat"),
                                      context.monitor[0], lambda m: score_fn(m)[metric])
+        # The task metric picks the epoch: no val_loss pass, whose test step
+        # would trace the fake-quant graph once more (tens of seconds).
         context.fit(qat_model, splits, qat_cfg, task.compile_args(cfg, splits.info), "qat",
                     epochs=cfg.qat.epochs, learning_rate=learning_rate,
-                    steps_per_epoch=cfg.qat.steps_per_epoch)
+                    steps_per_epoch=cfg.qat.steps_per_epoch,
+                    validation_loss=not monitors_score)
     files.save_keras_atomic(qat_model, path)
     run.record("qat", time.time() - phase, {"model": "model_qat.keras",
                                             "learning_rate": float(learning_rate)})

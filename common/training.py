@@ -612,7 +612,7 @@ def _build_before_multi_worker_fit(model, dataset):
 
 def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=None,
         monitor=("val_loss", "min"), steps_per_epoch=None, log_dir=None,
-        validation_score=None, extra_callbacks=()):
+        validation_score=None, extra_callbacks=(), validation_loss=True):
     """Compile and fit `model` on `splits`; returns the Keras history dict.
 
     Resumes from `stage_dir/backup` when a previous fit was interrupted.
@@ -621,7 +621,9 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
     `train.restore_best` the weights of the best epoch by `monitor` are
     loaded at the end. Without explicit `epochs`, the float budget
     `train.min_steps` applies. `extra_callbacks` run after the trainer's own
-    (e.g. a step timer).
+    (e.g. a step timer). `validation_loss=False` skips Keras's own pass over
+    the validation split (`val_loss`, and tracing the test step) for a fit
+    that `validation_score` already monitors.
     """
     fixed_steps = steps_per_epoch or cfg.train.steps_per_epoch
     steps_per_epoch = fixed_steps or steps_in(splits.train)
@@ -661,7 +663,7 @@ def fit(model, splits, cfg, compile_args, stage_dir, epochs=None, learning_rate=
     train = splits.train.repeat() if fixed_steps else splits.train
     history = model.fit(
         train,
-        validation_data=splits.val,
+        validation_data=splits.val if validation_loss else None,
         epochs=epochs,
         steps_per_epoch=fixed_steps or None,
         callbacks=callbacks + list(extra_callbacks),
