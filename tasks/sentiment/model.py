@@ -248,11 +248,14 @@ def representative_dataset(splits, cfg):
     cls_id, sep_id = vocabulary.index("[CLS]"), vocabulary.index("[SEP]")
     room = cfg.model.sequence_length - 2
     wanted = cfg.export.representative_samples
+    # The training text in one fixed order (the training split reshuffles
+    # on every pass), so the same run calibrates the same ranges.
+    source = splits.calibration if splits.calibration is not None else splits.train
 
     def generator():
         pieces, produced = [], 0
         while produced < wanted:
-            for token_ids, _ in splits.train:
+            for token_ids, _ in source:
                 for row in token_ids.numpy():
                     pieces.extend(int(t) for t in row if int(t) not in special)
                     while len(pieces) >= room and produced < wanted:
