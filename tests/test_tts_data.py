@@ -112,3 +112,37 @@ def test_builtin_corpus_is_generated_once_and_cached(tmp_path):
     assert (tmp_path / folder / "wavs" / "SYN-00000.wav").stat().st_mtime == stamp
     waveform, rate = audio.read_wav(f"{folder}/wavs/SYN-00001.wav")
     assert rate == 22050 and np.abs(waveform).max() > 0.1
+
+
+def test_a_folder_larger_than_num_train_reads_only_the_wavs_it_uses(tmp_path, monkeypatch):
+    folder = _folder(tmp_path / "set", rows=40)
+    reads = []
+    real_read = tts_data.audio_lib.read_wav
+    monkeypatch.setattr(tts_data.audio_lib, "read_wav",
+                        lambda path: reads.append(path) or real_read(path))
+    cfg = _cfg(**{"data.source": str(folder), "data.num_train": 10,
+                  "data.val_fraction": 0.1, "data.test_fraction": 0.1})
+    train, val, test, notes = tts_data.load_examples(cfg, BadSampleCounter(False))
+    # The held-out shares are of the whole folder (4 + 4 of 40), and only the
+    # 18 WAVs the splits use are read.
+    assert (len(train), len(val), len(test)) == (10, 4, 4)
+    assert len(reads) == 18
+    assert any("10 of the folder's 32 training utterances are used" in note for note in notes)
+    # The same seed picks the same utterances for every split.
+    again = tts_data.load_examples(cfg, BadSampleCounter(False))
+    assert [e["id"] for e in again[0] + again[1] + again[2]] == \
+        [e["id"] for e in train + val + test]
+
+
+def test_the_default_budget_keeps_the_builtin_schedule_and_stretches_a_small_folder():
+    from common import training
+
+    cfg = config.from_preset(Config, PRESETS, "default")
+    # The built-in corpus: 40 steps an epoch, the preset's 80 epochs.
+    assert training.epochs_for_budget(cfg.train, 40) == 80
+    # A 100-utterance folder: a few steps a pass, many more passes, grouped
+    # into epochs of at least 25 steps.
+    epochs = training.epochs_for_budget(cfg.train, 4)
+    passes, grouped = training.group_short_epochs(cfg.train, 4, epochs)
+    assert epochs == cfg.train.max_epochs and passes * 4 >= 25
+    assert passes * grouped * 4 >= 1000

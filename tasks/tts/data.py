@@ -201,23 +201,39 @@ def load_examples(cfg, counter):
                 examples[n_train + n_val:], notes)
     if source == "ljspeech":
         examples = load_tfds(cfg, total)
+        random.Random(cfg.run.seed).shuffle(examples)
+        n_test, n_val = _held_out_counts(len(examples), cfg.data)
     else:
+        # The seeded order first, then only the WAVs the splits use are read:
+        # a whole LJSpeech folder (13,100 utterances) is gigabytes of audio.
         rows = read_metadata(source)
+        random.Random(cfg.run.seed).shuffle(rows)
+        # The held-out shares are of the whole folder.
+        n_test, n_val = _held_out_counts(len(rows), cfg.data)
+        used = rows[:n_test + n_val + cfg.data.num_train]
         examples, resampled = load_folder(source, cfg.audio, cfg.data.resample, counter,
-                                          rows)
-        counter.check_share(len(rows), cfg.data.max_skipped_fraction, source)
+                                          used)
+        counter.check_share(len(used), cfg.data.max_skipped_fraction, source)
         if resampled:
             notes.append(f"data: {resampled} WAV files were resampled to "
                          f"{cfg.audio.sample_rate} Hz.")
-    random.Random(cfg.run.seed).shuffle(examples)
-    n_test = max(1, round(len(examples) * cfg.data.test_fraction))
-    n_val = max(1, round(len(examples) * cfg.data.val_fraction))
+        if len(used) < len(rows):
+            notes.append(f"data: {cfg.data.num_train} of the folder's "
+                         f"{len(rows) - n_test - n_val} training utterances are used "
+                         f"(data.num_train={cfg.data.num_train}; raise it to train on "
+                         "more).")
     if len(examples) < n_test + n_val + 1:
         raise DataError(f"{source}: {len(examples)} usable utterances; need at least "
                         f"{n_test + n_val + 1} for train, validation and test")
     test, val, train = (examples[:n_test], examples[n_test:n_test + n_val],
                         examples[n_test + n_val:])
     return train[:cfg.data.num_train], val, test, notes
+
+
+def _held_out_counts(count, data_config):
+    """(test, validation) utterances of a folder or TFDS source of `count`."""
+    return (max(1, round(count * data_config.test_fraction)),
+            max(1, round(count * data_config.val_fraction)))
 
 
 def build_datasets(cfg):
