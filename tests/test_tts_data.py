@@ -134,6 +134,30 @@ def test_a_folder_larger_than_num_train_reads_only_the_wavs_it_uses(tmp_path, mo
         [e["id"] for e in train + val + test]
 
 
+def test_skipped_bad_training_rows_are_replaced_from_the_unread_rest(tmp_path):
+    folder = _folder(tmp_path / "set", rows=40)
+    cfg = _cfg(**{"data.source": str(folder), "data.num_train": 10,
+                  "data.val_fraction": 0.1, "data.test_fraction": 0.1,
+                  "data.max_skipped_fraction": 0.5})
+    clean = tts_data.load_examples(cfg, BadSampleCounter(False))
+    # Break two of the ten training rows the clean run used.
+    broken = [clean[0][2]["id"], clean[0][7]["id"]]
+    for name in broken:
+        (folder / "wavs" / f"{name}.wav").write_bytes(b"RIFF not really a wav")
+    with pytest.raises(DataError, match="unreadable WAV"):
+        tts_data.load_examples(cfg, BadSampleCounter(False))
+    counter = BadSampleCounter(True)
+    train, val, test, notes = tts_data.load_examples(cfg, counter)
+    assert len(counter.skipped) == 2
+    # Still ten training utterances: the eight good ones of before, then
+    # the next two rows of the seeded order; the held-out splits unchanged.
+    ids = [example["id"] for example in train]
+    assert len(train) == 10 and not set(broken) & set(ids)
+    assert ids[:8] == [e["id"] for e in clean[0] if e["id"] not in broken]
+    assert [e["id"] for e in val + test] == [e["id"] for e in clean[1] + clean[2]]
+    assert any("10 of the folder's 32 training utterances are used" in note for note in notes)
+
+
 def test_the_default_budget_keeps_the_builtin_schedule_and_stretches_a_small_folder():
     from common import training
 

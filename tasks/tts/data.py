@@ -199,35 +199,54 @@ def load_examples(cfg, counter):
         n_train, n_val = cfg.data.num_train, cfg.data.num_val
         return (examples[:n_train], examples[n_train:n_train + n_val],
                 examples[n_train + n_val:], notes)
-    if source == "ljspeech":
-        examples = load_tfds(cfg, total)
-        random.Random(cfg.run.seed).shuffle(examples)
-        n_test, n_val = _held_out_counts(len(examples), cfg.data)
-    else:
-        # The seeded order first, then only the WAVs the splits use are read:
-        # a whole LJSpeech folder (13,100 utterances) is gigabytes of audio.
-        rows = read_metadata(source)
-        random.Random(cfg.run.seed).shuffle(rows)
-        # The held-out shares are of the whole folder.
-        n_test, n_val = _held_out_counts(len(rows), cfg.data)
-        used = rows[:n_test + n_val + cfg.data.num_train]
-        examples, resampled = load_folder(source, cfg.audio, cfg.data.resample, counter,
-                                          used)
-        counter.check_share(len(used), cfg.data.max_skipped_fraction, source)
-        if resampled:
-            notes.append(f"data: {resampled} WAV files were resampled to "
-                         f"{cfg.audio.sample_rate} Hz.")
-        if len(used) < len(rows):
-            notes.append(f"data: {cfg.data.num_train} of the folder's "
-                         f"{len(rows) - n_test - n_val} training utterances are used "
-                         f"(data.num_train={cfg.data.num_train}; raise it to train on "
-                         "more).")
+    if source != "ljspeech":
+        return _load_folder_splits(cfg, counter, notes)
+    examples = load_tfds(cfg, total)
+    random.Random(cfg.run.seed).shuffle(examples)
+    n_test, n_val = _held_out_counts(len(examples), cfg.data)
     if len(examples) < n_test + n_val + 1:
         raise DataError(f"{source}: {len(examples)} usable utterances; need at least "
                         f"{n_test + n_val + 1} for train, validation and test")
     test, val, train = (examples[:n_test], examples[n_test:n_test + n_val],
                         examples[n_test + n_val:])
     return train[:cfg.data.num_train], val, test, notes
+
+
+def _load_folder_splits(cfg, counter, notes):
+    """A folder's splits: rows in a seeded order, the first ones held out
+    (shares of the whole folder), then training rows read in order until
+    data.num_train are usable, so a bad row skipped with --skip-bad is
+    replaced by the next one. Only the WAVs read are loaded: a whole
+    LJSpeech folder (13,100 utterances) is gigabytes of audio."""
+    source = cfg.data.source
+    rows = read_metadata(source)
+    random.Random(cfg.run.seed).shuffle(rows)
+    n_test, n_val = _held_out_counts(len(rows), cfg.data)
+    resample = cfg.data.resample
+    test, resampled_test = load_folder(source, cfg.audio, resample, counter, rows[:n_test])
+    val, resampled_val = load_folder(source, cfg.audio, resample, counter,
+                                     rows[n_test:n_test + n_val])
+    train_rows, train, resampled = rows[n_test + n_val:], [], resampled_test + resampled_val
+    read = 0
+    while len(train) < cfg.data.num_train and read < len(train_rows):
+        chunk = train_rows[read:read + cfg.data.num_train - len(train)]
+        loaded, resampled_now = load_folder(source, cfg.audio, resample, counter, chunk)
+        train.extend(loaded)
+        resampled += resampled_now
+        read += len(chunk)
+    counter.check_share(n_test + n_val + read, cfg.data.max_skipped_fraction, source)
+    if resampled:
+        notes.append(f"data: {resampled} WAV files were resampled to "
+                     f"{cfg.audio.sample_rate} Hz.")
+    if read < len(train_rows):
+        notes.append(f"data: {len(train)} of the folder's {len(train_rows)} training "
+                     f"utterances are used (data.num_train={cfg.data.num_train}; raise "
+                     "it to train on more).")
+    for name, split in (("train", train), ("validation", val), ("test", test)):
+        if not split:
+            raise DataError(f"{source}: no usable utterance left for the {name} split "
+                            f"({len(rows)} rows, {len(counter.skipped)} skipped as bad)")
+    return train, val, test, notes
 
 
 def _held_out_counts(count, data_config):
