@@ -153,14 +153,19 @@ class AdversarialTrainer(keras.Model):
         mixed = mix * real + (1.0 - mix) * fake
         with tf.GradientTape() as tape:
             tape.watch(mixed)
-            logits = self.discriminator(mixed, training=True)
+            logits = self._logits(mixed)
         gradients = tape.gradient(logits, mixed)
         norms = ops.sqrt(ops.sum(ops.square(gradients),
                                  axis=list(range(1, len(real.shape)))) + 1e-12)
         return ops.mean(ops.square(norms - 1.0))
 
+    def _logits(self, images):
+        # Losses add up in float32: under a mixed policy the discriminator
+        # may answer in bfloat16 / float16 while content losses are float32.
+        return ops.cast(self.discriminator(images, training=True), "float32")
+
     def content_loss_values(self, targets, generated):
-        return {content.name: content.fn(targets, generated)
+        return {content.name: ops.cast(content.fn(targets, generated), "float32")
                 for content in self.content_losses}
 
     # --- steps --------------------------------------------------------------
@@ -175,8 +180,8 @@ class AdversarialTrainer(keras.Model):
         for _ in range(self.discriminator_steps):
             fake = self.generator(inputs, training=True)
             with tf.GradientTape() as tape:
-                real_logits = self.discriminator(targets, training=True)
-                fake_logits = self.discriminator(fake, training=True)
+                real_logits = self._logits(targets)
+                fake_logits = self._logits(fake)
                 d_loss = self._d_loss(real_logits, fake_logits)
                 if self.loss_name == "wgan_gp":
                     d_loss += self.gradient_penalty_weight * self._gradient_penalty(
@@ -188,9 +193,9 @@ class AdversarialTrainer(keras.Model):
 
         with tf.GradientTape() as tape:
             fake = self.generator(inputs, training=True)
-            fake_logits = self.discriminator(fake, training=True)
+            fake_logits = self._logits(fake)
             # The real images' logits carry no generator gradient.
-            real_logits = ops.stop_gradient(self.discriminator(targets, training=True))
+            real_logits = ops.stop_gradient(self._logits(targets))
             adversarial = self._g_loss(real_logits, fake_logits)
             contents = self.content_loss_values(targets, fake)
             g_loss = self.adversarial_weight * adversarial

@@ -99,26 +99,34 @@ def test_bfloat16_and_xla_run_the_model_like_float32(name):
     assert relative_difference(xla.predict_on_batch(inputs), reference) < TOLERANCE["xla"]
 
 
-def test_float16_gan_trainer_scales_its_losses():
-    from common.gan import AdversarialTrainer
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_gan_trainer_trains_under_mixed_precision(policy):
+    from common.gan import AdversarialTrainer, ContentLoss
     from tasks.super_resolution import model as sr_model
 
     task, cfg, info, inputs, targets = smoke_setup("super_resolution")
-    keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(policy)
     generator = sr_model.build_generator(cfg.model)
     discriminator = sr_model.build_discriminator(cfg.model, int(targets.shape[1]))
-    trainer = AdversarialTrainer(generator, discriminator, content_losses=[], seed=1)
+    # A content loss as the super-resolution stage adds: its float32 value and
+    # the discriminator's low-precision logits add up in one generator loss.
+    l1 = ContentLoss("l1", 1.0, lambda real, fake: keras.ops.mean(keras.ops.abs(
+        keras.ops.cast(real, "float32") - keras.ops.cast(fake, "float32"))))
+    trainer = AdversarialTrainer(generator, discriminator, content_losses=[l1], seed=1)
     trainer.compile(generator_optimizer=keras.optimizers.Adam(1e-4),
                     discriminator_optimizer=keras.optimizers.Adam(1e-4))
-    # Without loss scaling float16 gradients underflow to zero.
+    # float16 gradients underflow to zero without loss scaling; bfloat16 has
+    # float32's exponent range and needs none.
+    scaled = policy == "mixed_float16"
     for optimizer in (trainer.generator_optimizer, trainer.discriminator_optimizer):
-        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == scaled
     before = [weight.numpy().copy() for weight in generator.trainable_weights]
     for _ in range(3):
         logs = trainer.train_on_batch(inputs, targets, return_dict=True)
     assert all(np.isfinite(float(value)) for value in logs.values())
-    # A step was applied (the first steps may be skipped while the scale drops
-    # from its start value of 2^15; later ones must go through).
+    assert logs["l1"] > 0
+    # A step was applied (the first float16 steps may be skipped while the
+    # scale drops from its start value of 2^15; later ones must go through).
     moved = [not np.array_equal(weight.numpy(), old)
              for weight, old in zip(generator.trainable_weights, before)]
     assert any(moved)
