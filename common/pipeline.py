@@ -117,10 +117,12 @@ def validation_scorer(task, cfg, splits):
     return score_model, task.PRIMARY_METRIC
 
 
-def strongest_baseline(baselines, primary_metric, mode):
-    """Name of the best baseline by the primary metric (`mode` max or min)."""
+def strongest_baseline(baselines, primary_metric, mode, ceilings=()):
+    """Name of the best baseline by the primary metric (`mode` max or min);
+    `ceilings` (upper references such as the recordings themselves) are
+    scored but never the baseline the model must beat."""
     scored = {name: values[primary_metric] for name, values in baselines.items()
-              if primary_metric in values}
+              if primary_metric in values and name not in ceilings}
     if not scored:
         return None
     pick = max if mode == "max" else min
@@ -427,7 +429,8 @@ def evaluate_models(task, cfg, splits, edge, artifacts, run):
     metrics["baselines"] = {name: score(fn, test, info)
                             for name, fn in task.baseline_predict_fns(splits, info).items()}
     best = strongest_baseline(metrics["baselines"], task.PRIMARY_METRIC,
-                              _optional(task, "PRIMARY_METRIC_MODE", "max"))
+                              _optional(task, "PRIMARY_METRIC_MODE", "max"),
+                              _optional(task, "REFERENCE_BASELINES", ()))
     if best is not None:
         metrics["baseline"] = dict(metrics["baselines"][best], name=best)
     run.record("evaluate", time.time() - phase, {"metrics": metrics})

@@ -11,6 +11,11 @@ def test_the_strongest_baseline_follows_the_metric_direction():
     assert pipeline.strongest_baseline({"a": {"mel_l1": 0.3}, "b": {"mel_l1": 0.2}},
                                        "mel_l1", "min") == "b"
     assert pipeline.strongest_baseline({"x": {"other": 1.0}}, "accuracy", "max") is None
+    # A ceiling (text-to-speech's recordings) is scored but never the bar.
+    tts = {"reference_audio": {"wer": 0.1}, "espeak_ng": {"wer": 0.3},
+           "mean_frame": {"wer": 1.0}}
+    assert pipeline.strongest_baseline(tts, "wer", "min",
+                                       ceilings=("reference_audio",)) == "espeak_ng"
 
 
 def test_report_markdown_leads_with_the_notes_and_lists_every_baseline(tmp_path):

@@ -49,3 +49,27 @@ def test_int8_budget_note_says_within_or_exceeded_with_the_loss():
     assert not exceeded["within"]
     assert "EXCEEDS" in exceeded["note"] and "+20.0%" in exceeded["note"]
     assert "export.int16_activations" in exceeded["note"]
+
+
+def test_espeak_ng_is_the_classic_baseline_and_the_recordings_are_ceilings(tmp_path):
+    """espeak-ng speaks the test sentences (a rule-based synthesizer, nothing
+    trained): the recognizer hears it, unlike the mean frame; the recordings
+    and their true mels are ceilings the report does not ask the model to
+    beat."""
+    import tasks.tts as task
+    from common import config, pipeline
+
+    cfg = config.from_preset(task.Config, task.PRESETS, "smoke")
+    config.set_value(cfg, "data.cache_dir", str(tmp_path))
+    splits = data.build_datasets(cfg)
+    fns = metrics.baseline_predict_fns(splits, splits.info)
+    assert {"espeak_ng", "mean_frame", "ground_truth_mel", "reference_audio"} <= set(fns)
+    scores = {name: metrics.score(fns[name], splits.test, splits.info)["wer"]
+              for name in ("espeak_ng", "mean_frame")}
+    # Measured 0.33 on these 4 sentences, as on the recordings: the built-in
+    # corpus is espeak-ng's own voice.
+    assert scores["espeak_ng"] < 0.5 and scores["mean_frame"] == 1.0
+    baselines = {name: {"wer": value} for name, value in scores.items()}
+    baselines.update({name: {"wer": 0.0} for name in task.REFERENCE_BASELINES})
+    assert pipeline.strongest_baseline(baselines, "wer", "min",
+                                       task.REFERENCE_BASELINES) == "espeak_ng"

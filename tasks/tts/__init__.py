@@ -14,6 +14,7 @@ from tasks.tts.inference import predict_fn_from_raw
 from tasks.tts.metrics import (
     PRIMARY_METRIC,
     PRIMARY_METRIC_MODE,
+    REFERENCE_BASELINES,
     baseline_predict_fns,
     score,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "PRESETS",
     "PRIMARY_METRIC",
     "PRIMARY_METRIC_MODE",
+    "REFERENCE_BASELINES",
     "Config",
     "baseline_predict_fns",
     "build_datasets",

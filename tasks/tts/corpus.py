@@ -77,6 +77,11 @@ def _speak(command, voice, words_per_minute, text, path):
                         f"{result.stderr.strip() or result.returncode}")
 
 
+def speak(text, path, voice="en-us", words_per_minute=165):
+    """One sentence spoken by espeak-ng into the WAV file `path`."""
+    _speak(espeak_command(), voice, words_per_minute, text, path)
+
+
 def default_cache_dir():
     return os.path.join(os.environ.get("XDG_CACHE_HOME") or
                         os.path.join(os.path.expanduser("~"), ".cache"), "edge-tasks", "tts")
