@@ -26,6 +26,7 @@ FILE_SECONDS = {
     "tests/test_detection_real_data.py": 120,
     "tests/test_serving_limits.py": 105,
     "tests/test_serving_bundle.py": 95,
+    "tests/test_tts_real_data.py": 90,
     "tests/test_sentiment_model.py": 95,
     "tests/test_tts_end_to_end.py": 90,
     "tests/test_qat.py": 45,
