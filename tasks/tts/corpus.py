@@ -51,12 +51,16 @@ def sentences(count, seed=1234):
     return result
 
 
+def find_espeak():
+    """The espeak-ng (or espeak) executable's path, or None."""
+    return shutil.which("espeak-ng") or shutil.which("espeak")
+
+
 def espeak_command():
     """The espeak-ng executable, or a UserError with the install command."""
-    for name in ("espeak-ng", "espeak"):
-        path = shutil.which(name)
-        if path:
-            return path
+    path = find_espeak()
+    if path:
+        return path
     raise UserError(f"the built-in TTS corpus needs the espeak-ng synthesizer, which "
                     f"is not installed; {INSTALL_HINT}; or pass --data PATH with an "
                     "LJSpeech-format folder")

@@ -9,7 +9,6 @@ baselines, {"waveform": ...} or {"free": {"mel_postnet": ...}}.
 """
 
 import os
-import shutil
 import tempfile
 
 import numpy as np
@@ -153,7 +152,7 @@ def baseline_predict_fns(splits, info):
         return results
 
     fns = {"ground_truth_mel": ground_truth_mel, "mean_frame": mean_frame_fn}
-    if shutil.which("espeak-ng") or shutil.which("espeak"):
+    if corpus.find_espeak():
         fns["espeak_ng"] = espeak_ng
     if references:
         fns["reference_audio"] = reference_audio
