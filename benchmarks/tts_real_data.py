@@ -57,6 +57,13 @@ def asterisk_prompts(max_seconds):
     return sorted(prompts)
 
 
+def prompts_for(cfg):
+    """The prompts that fit `cfg`'s longest output; trimming silence
+    shortens most recordings, so a 20% margin keeps those that fit."""
+    longest = cfg.model.max_decoder_steps * cfg.model.reduction * cfg.audio.hop_length
+    return asterisk_prompts(1.2 * longest / cfg.audio.sample_rate)
+
+
 def write_ljspeech_folder(prompts, folder):
     """metadata.csv (`id|text|text`) and wavs/<id>.wav; ids without slashes."""
     os.makedirs(os.path.join(folder, "wavs"), exist_ok=True)
@@ -77,10 +84,8 @@ def main(argv=None):
     from tasks.tts import PRESETS, Config
 
     cfg = config.from_preset(Config, PRESETS, "default")
-    longest = cfg.model.max_decoder_steps * cfg.model.reduction * cfg.audio.hop_length
-    # Trimming silence shortens most prompts; a margin keeps those that fit.
     try:
-        prompts = asterisk_prompts(1.2 * longest / cfg.audio.sample_rate)
+        prompts = prompts_for(cfg)
     except FileNotFoundError as error:
         sys.exit(f"benchmarks/tts_real_data.py: {error}")
     folder = write_ljspeech_folder(prompts, os.path.join(args.run, "asterisk-allison"))

@@ -38,8 +38,7 @@ def real_splits(tmp_path_factory):
 
     benchmark = _benchmark()
     cfg = config.from_preset(Config, PRESETS, "default")
-    longest = cfg.model.max_decoder_steps * cfg.model.reduction * cfg.audio.hop_length
-    prompts = benchmark.asterisk_prompts(1.2 * longest / cfg.audio.sample_rate)
+    prompts = benchmark.prompts_for(cfg)
     folder = benchmark.write_ljspeech_folder(
         prompts, str(tmp_path_factory.mktemp("tts_real") / "asterisk"))
     config.set_value(cfg, "data.source", folder)
