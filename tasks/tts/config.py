@@ -75,6 +75,10 @@ class DataOptions(config.DataConfig):
     # Shares of a folder's rows for validation and test.
     val_fraction: float = 0.02
     test_fraction: float = 0.03
+    # ...but at least this many utterances each, up to a tenth of the rows:
+    # a WER on a 200-row folder's 3% (6 sentences) says little.
+    min_val: int = 12
+    min_test: int = 24
     # Where the built-in corpus is cached ("" : ~/.cache/edge-tasks/tts).
     cache_dir: str = ""
     # Length buckets of the training batches (mel frames).

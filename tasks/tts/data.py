@@ -250,9 +250,12 @@ def _load_folder_splits(cfg, counter, notes):
 
 
 def _held_out_counts(count, data_config):
-    """(test, validation) utterances of a folder or TFDS source of `count`."""
-    return (max(1, round(count * data_config.test_fraction)),
-            max(1, round(count * data_config.val_fraction)))
+    """(test, validation) utterances of a folder or TFDS source of `count`:
+    their shares of it, at least their minimums up to a tenth of it each."""
+    def held_out(fraction, minimum):
+        return max(1, round(count * fraction), min(minimum, count // 10))
+    return (held_out(data_config.test_fraction, data_config.min_test),
+            held_out(data_config.val_fraction, data_config.min_val))
 
 
 def build_datasets(cfg):
