@@ -17,8 +17,8 @@ TASKS = ("segmentation", "detection", "super_resolution", "sentiment", "translat
 # The tasks whose default preset opts in, each for its measured numbers
 # (the comments beside `run.bfloat16_on_cpu` in tasks/<task>/config.py).
 # super_resolution: the same PSNR, its generator steps 1.87x faster; the
-# others lose quality (segmentation, translation), train slower (sentiment,
-# tts) or were not compared end to end (detection).
+# others lose quality (segmentation, translation, detection) or train slower
+# (sentiment, tts).
 OPTED_IN = ("super_resolution",)
 
 
