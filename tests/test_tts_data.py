@@ -170,3 +170,12 @@ def test_the_default_budget_keeps_the_builtin_schedule_and_stretches_a_small_fol
     passes, grouped = training.group_short_epochs(cfg.train, 4, epochs)
     assert epochs == cfg.train.max_epochs and passes * 4 >= 25
     assert passes * grouped * 4 >= 1000
+
+
+def test_small_folders_hold_out_a_minimum_up_to_a_tenth():
+    options = _cfg().data
+    # 3% / 2% alone would give a 217-row folder 7 test and 4 validation rows.
+    assert tts_data._held_out_counts(217, options) == (21, 12)
+    assert tts_data._held_out_counts(1000, options) == (30, 20)
+    assert tts_data._held_out_counts(13100, options) == (393, 262)  # LJSpeech: the shares
+    assert tts_data._held_out_counts(5, options) == (1, 1)
