@@ -88,3 +88,6 @@ def test_serving_graph_reads_text_as_the_host_does():
     for row, original in zip(ids, texts):
         expected = text.encode(original, warn=False)
         assert list(row[:len(expected)]) == expected and not row[len(expected):].any()
+    # "#" is the other-voice marker of training: text typed by users never has it
+    marker = text.SYMBOL_TO_ID[text.OTHER_VOICE]
+    assert marker not in ids and marker not in text.encode("price: 5€ #1", warn=False)

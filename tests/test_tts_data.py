@@ -164,8 +164,9 @@ def test_the_default_budget_keeps_the_builtin_schedule_and_stretches_a_small_fol
     cfg = config.from_preset(Config, PRESETS, "default")
     # The built-in corpus: 40 steps an epoch, the preset's 80 epochs.
     assert training.epochs_for_budget(cfg.train, 40) == 80
-    # A 100-utterance folder: a few steps a pass, many more passes, grouped
-    # into epochs of at least 25 steps.
+    # A 100-utterance folder trained alone (data.builtin_voice_share=0): a
+    # few steps a pass, many more passes, grouped into epochs of at least 25
+    # steps.
     epochs = training.epochs_for_budget(cfg.train, 4)
     passes, grouped = training.group_short_epochs(cfg.train, 4, epochs)
     assert epochs == cfg.train.max_epochs and passes * 4 >= 25
@@ -179,3 +180,45 @@ def test_small_folders_hold_out_a_minimum_up_to_a_tenth():
     assert tts_data._held_out_counts(1000, options) == (30, 20)
     assert tts_data._held_out_counts(13100, options) == (393, 262)  # LJSpeech: the shares
     assert tts_data._held_out_counts(5, options) == (1, 1)
+
+
+def test_small_folders_borrow_the_builtin_voice_up_to_num_train():
+    options = config.from_preset(Config, PRESETS, "default").data
+    assert options.builtin_voice_share == 0.5 and options.num_train == 1200
+    # The Asterisk prompts: 172 own utterances x 3 beside 684 built-in ones.
+    assert tts_data.builtin_voice_plan(172, options) == (3, 684)
+    assert tts_data.builtin_voice_plan(20, options) == (30, 600)
+    assert tts_data.builtin_voice_plan(1000, options) == (1, 200)
+    assert tts_data.builtin_voice_plan(1200, options) == (1, 0)   # large enough
+    options.builtin_voice_share = 0.0
+    assert tts_data.builtin_voice_plan(20, options) == (1, 0)      # off
+
+
+def test_a_small_folder_trains_beside_the_marked_builtin_voice(tmp_path):
+    folder = _folder(tmp_path / "set", rows=10)
+    cfg = _cfg(**{"data.source": str(folder), "data.num_train": 16,
+                  "data.builtin_voice_share": 0.5, "data.cache_dir": str(tmp_path / "cache"),
+                  # shapes that fit every built-in sentence
+                  "model.max_text_length": 128, "model.max_decoder_steps": 300})
+    splits = tts_data.build_datasets(cfg)
+    # 10 rows: 1 test, 1 validation, 8 own training rows (half of 16), and
+    # 8 built-in sentences.
+    own = splits.summary["utterances"]["train"]
+    repeats, borrowed = tts_data.builtin_voice_plan(own, cfg.data)
+    assert (own, repeats, borrowed) == (8, 1, 8)
+    assert splits.summary["builtin_voice"] == {"sentences": 8, "repeats": 1}
+    marker = tts_data.text_lib.SYMBOL_TO_ID[tts_data.text_lib.OTHER_VOICE]
+    texts = [row for inputs, _ in splits.train for row in inputs["text"].numpy()]
+    marked = [row for row in texts if row[0] == marker]
+    assert len(texts) == 16 and len(marked) == 8
+    # the marked rows are the built-in corpus's sentences, the others the folder's
+    builtin = set(corpus.sentences(16 + 4 + 4)[:8])  # the built-in run's corpus
+    assert {tts_data.text_lib.decode(row) for row in marked} == \
+        {tts_data.text_lib.normalize(sentence, warn=False) for sentence in builtin}
+    for split in (splits.val, splits.test):
+        for inputs, _ in split:
+            assert marker not in inputs["text"].numpy()
+    # calibration and the mean-frame baseline read the folder's voice only
+    assert len(splits.train_items) == 8 and marker not in np.concatenate(
+        [ids for ids, _ in splits.train_items])
+    assert any("trained beside 8 sentences of the built-in" in note for note in splits.notes)

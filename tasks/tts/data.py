@@ -190,8 +190,7 @@ def load_examples(cfg, counter):
     notes = []
     total = cfg.data.num_train + cfg.data.num_val + cfg.data.num_test
     if source == "synthetic":
-        folder = corpus.builtin_corpus(total, cfg.data.voice, cfg.data.words_per_minute,
-                                       cfg.data.cache_dir)
+        folder = _builtin_folder(cfg)
         examples, resampled = load_folder(folder, cfg.audio, True, counter)
         notes.append(f"data: the built-in corpus, {total} sentences spoken by espeak-ng "
                      f"(voice {cfg.data.voice}, {cfg.data.words_per_minute} words per "
@@ -210,6 +209,14 @@ def load_examples(cfg, counter):
     test, val, train = (examples[:n_test], examples[n_test:n_test + n_val],
                         examples[n_test + n_val:])
     return train[:cfg.data.num_train], val, test, notes
+
+
+def _builtin_folder(cfg):
+    """The built-in corpus's cached folder (generated on first use): the
+    same one for the built-in run and for borrowing its voice."""
+    total = cfg.data.num_train + cfg.data.num_val + cfg.data.num_test
+    return corpus.builtin_corpus(total, cfg.data.voice, cfg.data.words_per_minute,
+                                 cfg.data.cache_dir)
 
 
 def _load_folder_splits(cfg, counter, notes):
@@ -258,12 +265,45 @@ def _held_out_counts(count, data_config):
             held_out(data_config.val_fraction, data_config.min_val))
 
 
+# --- the built-in voice beside a small folder ----------------------------------------
+
+def builtin_voice_plan(own_count, data_config):
+    """(repeats of each of a folder's `own_count` training utterances,
+    built-in sentences trained beside them). Tacotron learns to attend and
+    to speak from a few hundred utterances poorly; below data.num_train the
+    built-in corpus fills the training split up to data.num_train, marked
+    as another voice, and the folder's utterances are repeated to make about
+    data.builtin_voice_share of it. (1, 0): off, or the folder is large enough."""
+    share, total = data_config.builtin_voice_share, data_config.num_train
+    if share <= 0 or own_count >= total:
+        return 1, 0
+    repeats = max(1, round(share * total / own_count))
+    return repeats, max(0, total - own_count * repeats)
+
+
+def load_builtin_voice(cfg, count):
+    """The first `count` training sentences of the built-in corpus."""
+    folder = _builtin_folder(cfg)
+    examples, _ = load_folder(folder, cfg.audio, True, None, read_metadata(folder)[:count])
+    return examples
+
+
+def mark_other_voice(ids):
+    """`ids` with the other-voice marker in front."""
+    return np.concatenate([[text_lib.SYMBOL_TO_ID[text_lib.OTHER_VOICE]], ids]).astype(np.int32)
+
+
 def build_datasets(cfg):
     counter = BadSampleCounter(cfg.run.skip_bad)
     train, val, test, notes = load_examples(cfg, counter)
+    is_folder = cfg.data.source not in ("synthetic", "ljspeech")
+    repeats, borrowed = builtin_voice_plan(len(train), cfg.data) if is_folder else (1, 0)
     max_frames = cfg.model.max_decoder_steps * cfg.model.reduction
     featured, dropped = {}, {}
-    for name, examples in (("train", train), ("val", val), ("test", test)):
+    splits_in = [("train", train), ("val", val), ("test", test)]
+    if borrowed:
+        splits_in.append(("builtin", load_builtin_voice(cfg, borrowed)))
+    for name, examples in splits_in:
         kept, kept_examples = [], []
         for example in examples:
             try:
@@ -272,6 +312,8 @@ def build_datasets(cfg):
                 counter.handle(DataError(f"{cfg.data.source}: utterance {example['id']!r}: "
                                          f"{error}"))
                 continue
+            if name == "builtin":
+                ids = mark_other_voice(ids)
             if len(ids) > cfg.model.max_text_length or len(mel) > max_frames:
                 dropped[name] = dropped.get(name, 0) + 1
                 continue
@@ -286,7 +328,15 @@ def build_datasets(cfg):
     if dropped:
         notes.append(f"data: utterances longer than the model's fixed shapes were left "
                      f"out: {dropped}.")
+    builtin_items = featured.pop("builtin", ([], []))[0]
     train_items = featured["train"][0]
+    if borrowed:
+        notes.append(
+            f"data: the folder's {len(train_items)} training utterances (each repeated "
+            f"{repeats}x) were trained beside {len(builtin_items)} sentences of the "
+            "built-in espeak-ng corpus, marked as another voice "
+            f"(data.builtin_voice_share={cfg.data.builtin_voice_share}): attention and "
+            "pronunciation learnt from more text; the model speaks in the folder's voice.")
     all_mels = np.concatenate([mel for _, mel in train_items])
     info = {
         "symbols": text_lib.SYMBOLS,
@@ -306,7 +356,7 @@ def build_datasets(cfg):
 
     val_width = max(frame_width(featured["val"][0]), frame_width(featured["test"][0]))
     splits = Splits(
-        train=training_batches(train_items, cfg, cfg.run.seed),
+        train=training_batches(train_items * repeats + builtin_items, cfg, cfg.run.seed),
         val=fixed_batches(featured["val"][0], cfg, text_width, val_width),
         test=fixed_batches(featured["test"][0], cfg, text_width, val_width),
         info=info, notes=notes, skipped=len(counter.skipped),
@@ -316,6 +366,8 @@ def build_datasets(cfg):
                                     / cfg.audio.sample_rate, 1) for name in featured},
             "mean_frames": round(float(np.mean([len(m) for _, m in train_items])), 1),
             "max_text_symbols": int(max(len(i) for i, _ in train_items)),
+            **({"builtin_voice": {"sentences": len(builtin_items), "repeats": repeats}}
+               if borrowed else {}),
         })
     # Not JSON: the test utterances' own audio, for the reference-audio
     # recognizer baseline.

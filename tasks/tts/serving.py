@@ -31,7 +31,7 @@ def _folding_table(size=0x2020):
         if folded.isspace():
             table[code] = ord(" ")
         elif len(folded) == 1 and folded in text_lib.SYMBOL_TO_ID \
-                and folded not in (text_lib.PAD, text_lib.END):
+                and folded not in text_lib.CONTROL:
             table[code] = ord(folded)
     return table
 
@@ -60,7 +60,7 @@ def _ids(strings, max_length):
     track), the end symbol appended, padded with 0."""
     table = np.full(128, -1, np.int32)
     for symbol, index in text_lib.SYMBOL_TO_ID.items():
-        if index > 1:
+        if symbol not in text_lib.CONTROL:
             table[ord(symbol)] = index
     codes = tf.strings.unicode_decode(normalized_text(strings), "UTF-8")
     ids = tf.ragged.map_flat_values(lambda c: tf.gather(tf.constant(table), c), codes)

@@ -17,7 +17,13 @@ PAD = "_"   # id 0: padding
 END = "~"   # id 1: end of text, appended to every input
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 PUNCTUATION = " '.,?!-;:"
-SYMBOLS = [PAD, END] + list(LETTERS) + list(PUNCTUATION)
+# Prepended to the built-in corpus's sentences when they are trained beside a
+# folder's own voice (data.builtin_voice_share): "spoken by the other voice".
+# Text never contains it, so the model speaks in the folder's voice.
+OTHER_VOICE = "#"
+SYMBOLS = [PAD, END] + list(LETTERS) + list(PUNCTUATION) + [OTHER_VOICE]
+# Symbols that only the code writes: dropped from users' text.
+CONTROL = (PAD, END, OTHER_VOICE)
 SYMBOL_TO_ID = {symbol: index for index, symbol in enumerate(SYMBOLS)}
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven",
                "eight", "nine"]
@@ -37,7 +43,7 @@ def normalize(text, warn=True):
     text = re.sub(r"\d", lambda m: f" {DIGIT_WORDS[int(m.group())]} ", text)
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", "")
     text = re.sub(r"\s+", " ", text)
-    unknown = sorted({ch for ch in text if ch not in SYMBOL_TO_ID or ch in (PAD, END)})
+    unknown = sorted({ch for ch in text if ch not in SYMBOL_TO_ID or ch in CONTROL})
     if unknown:
         if warn:
             warnings.warn(f"text {text[:40]!r}: dropped characters outside the symbol "
@@ -60,8 +66,8 @@ def encode(text, warn=True):
 
 
 def decode(ids):
-    """The text of `ids` (padding and the end symbol removed)."""
-    return "".join(SYMBOLS[int(i)] for i in ids if int(i) > 1)
+    """The text of `ids` (padding, the end symbol and the voice marker removed)."""
+    return "".join(SYMBOLS[int(i)] for i in ids if SYMBOLS[int(i)] not in CONTROL)
 
 
 def words(text):
