@@ -184,7 +184,8 @@ def test_small_folders_hold_out_a_minimum_up_to_a_tenth():
 
 def test_small_folders_borrow_the_builtin_voice_up_to_num_train():
     options = config.from_preset(Config, PRESETS, "default").data
-    assert options.builtin_voice_share == 0.5 and options.num_train == 1200
+    assert options.builtin_voice_share == 0.0  # off: measured no better (README)
+    options.builtin_voice_share = 0.5
     # The Asterisk prompts: 172 own utterances x 3 beside 684 built-in ones.
     assert tts_data.builtin_voice_plan(172, options) == (3, 684)
     assert tts_data.builtin_voice_plan(20, options) == (30, 600)
