@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Before any test module imports TensorFlow: `common` chooses its CPU allocator.
+import common  # noqa: E402,F401
+
 # Seconds a test file takes in `make test` (pytest --durations on a 2-core
 # AMD EPYC without AVX-512, setup included; 35 min 51 s in all), for the
 # files that take more than a few.
