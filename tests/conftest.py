@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import common  # noqa: E402,F401
 
 # Seconds a test file takes in `make test` (pytest --durations on a 2-core
-# AMD EPYC without AVX-512, setup included; 35 min 51 s in all), for the
+# AMD EPYC without AVX-512, setup included; 21 min 12 s in all), for the
 # files that take more than a few.
 #
 # `make test` hands whole files to its two workers (--dist loadfile). By
@@ -17,31 +17,31 @@ import common  # noqa: E402,F401
 # within seconds of each other. Files not listed take seconds and go last,
 # in their usual order. Refresh the numbers when a file's time changes a lot.
 FILE_SECONDS = {
-    "tests/test_super_resolution_real_data.py": 690,
-    "tests/test_segmentation_end_to_end.py": 585,
-    "tests/test_translation_real_data.py": 535,
-    "tests/test_detection_end_to_end.py": 375,
-    "tests/test_segmentation_real_data.py": 360,
-    "tests/test_super_resolution_end_to_end.py": 300,
-    "tests/test_sentiment_train.py": 205,
-    "tests/test_precision_modes.py": 145,
-    "tests/test_translation_end_to_end.py": 135,
-    "tests/test_detection_real_data.py": 120,
-    "tests/test_serving_limits.py": 105,
-    "tests/test_serving_bundle.py": 95,
-    "tests/test_tts_real_data.py": 90,
-    "tests/test_sentiment_model.py": 95,
-    "tests/test_tts_end_to_end.py": 90,
-    "tests/test_qat.py": 45,
-    "tests/test_mobile_sentiment.py": 30,
-    "tests/test_mobile_detection.py": 30,
-    "tests/test_export.py": 30,
-    "tests/test_efficiency.py": 30,
-    "tests/test_mobile_super_resolution.py": 20,
-    "tests/test_mobile_segmentation.py": 20,
+    "tests/test_segmentation_end_to_end.py": 395,
+    "tests/test_super_resolution_real_data.py": 340,
+    "tests/test_translation_real_data.py": 315,
+    "tests/test_segmentation_real_data.py": 255,
+    "tests/test_detection_end_to_end.py": 225,
+    "tests/test_super_resolution_end_to_end.py": 135,
+    "tests/test_sentiment_train.py": 130,
+    "tests/test_precision_modes.py": 85,
+    "tests/test_detection_real_data.py": 75,
+    "tests/test_translation_end_to_end.py": 70,
+    "tests/test_serving_limits.py": 60,
+    "tests/test_serving_bundle.py": 60,
+    "tests/test_tts_end_to_end.py": 50,
+    "tests/test_sentiment_model.py": 35,
+    "tests/test_export.py": 35,
+    "tests/test_qat.py": 30,
+    "tests/test_efficiency.py": 25,
+    "tests/test_tts_real_data.py": 20,
+    "tests/test_tts_model.py": 15,
     "tests/test_sentiment_real_data.py": 15,
-    "tests/test_quantization_same_scale.py": 15,
-    "tests/test_bfloat16_default.py": 15,
+    "tests/test_mobile_sentiment.py": 15,
+    "tests/test_detection_data.py": 15,
+    "tests/test_cpu_allocator.py": 15,
+    "tests/test_suite.py": 10,
+    "tests/test_mobile_super_resolution.py": 10,
 }
 
 
