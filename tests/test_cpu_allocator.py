@@ -17,7 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 COUNT_FAULTS = """
-import json, resource
+import json, os, resource
 import common
 import tensorflow as tf
 
@@ -29,7 +29,7 @@ for _ in range(10):
     y = x * 2.0 + 1.0
 after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 print(json.dumps({"faults": after - before,
-                  "setting": __import__("os").environ.get("TF_CPU_ALLOCATOR_USE_BFC")}))
+                  "setting": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")}))
 """
 
 
