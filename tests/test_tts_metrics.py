@@ -73,3 +73,28 @@ def test_espeak_ng_is_the_classic_baseline_and_the_recordings_are_ceilings(tmp_p
     baselines.update({name: {"wer": 0.0} for name in task.REFERENCE_BASELINES})
     assert pipeline.strongest_baseline(baselines, "wer", "min",
                                        task.REFERENCE_BASELINES) == "espeak_ng"
+
+
+def test_scoring_vocodes_with_the_runs_audio_settings(tmp_path, monkeypatch):
+    """The scorer's Griffin-Lim takes the run's vocoder settings (here the
+    smoke preset's 8 iterations and a sharpening power), not the defaults."""
+    import tasks.tts as task
+    from common import config
+    from tasks.tts import audio as audio_lib
+
+    cfg = config.from_preset(task.Config, task.PRESETS, "smoke")
+    config.set_value(cfg, "data.cache_dir", str(tmp_path))
+    config.set_value(cfg, "audio.griffin_lim_power", 1.5)
+    splits = data.build_datasets(cfg)
+    used = []
+    vocode = audio_lib.griffin_lim
+
+    def recording_griffin_lim(frames, audio, *args, **kwargs):
+        used.append((audio.griffin_lim_iterations, audio.griffin_lim_power))
+        return vocode(frames, audio, *args, **kwargs)
+
+    monkeypatch.setattr(audio_lib, "griffin_lim", recording_griffin_lim)
+    fns = metrics.baseline_predict_fns(splits, splits.info)
+    metrics.score(fns["ground_truth_mel"], splits.test, splits.info)
+    assert used and set(used) == {(8, 1.5)}
+    assert metrics.audio_options(splits.info) == cfg.audio

@@ -12,6 +12,7 @@ Batches are `({"text", "teacher_mel"}, {"mel", "mel_postnet", "stop", "alignment
 is the guided-attention weight matrix, zero outside each example's lengths.
 """
 
+import dataclasses
 import os
 import random
 
@@ -342,6 +343,8 @@ def build_datasets(cfg):
         "symbols": text_lib.SYMBOLS,
         "sample_rate": cfg.audio.sample_rate,
         "n_mels": cfg.audio.n_mels,
+        # All of them: scoring and samples vocode with the run's settings.
+        "audio": dataclasses.asdict(cfg.audio),
         "reduction": cfg.model.reduction,
         "max_text_length": cfg.model.max_text_length,
         "max_decoder_steps": cfg.model.max_decoder_steps,

@@ -28,9 +28,12 @@ PRIMARY_METRIC_MODE = "min"
 REFERENCE_BASELINES = ("reference_audio", "ground_truth_mel")
 
 
-def _audio(info):
-    return info.get("_audio") or AudioOptions(sample_rate=info["sample_rate"],
-                                              n_mels=info["n_mels"])
+def audio_options(info):
+    """The run's audio settings (vocoder included) from its dataset info;
+    info written before they were kept there has the rate and mel count only."""
+    if "audio" in info:
+        return AudioOptions(**info["audio"])
+    return AudioOptions(sample_rate=info["sample_rate"], n_mels=info["n_mels"])
 
 
 def _pad(mel, length):
@@ -61,7 +64,7 @@ def attention_focus(alignment):
 
 
 def score(predict_fn, dataset, info):
-    audio = _audio(info)
+    audio = audio_options(info)
     r = info["reduction"]
     sentences = tuple(info["test_texts"])
     sums = {}
@@ -113,7 +116,7 @@ def baseline_predict_fns(splits, info):
     reach at best), on espeak-ng's speech of the same sentences (the classic
     baseline, when espeak-ng is installed), and the mean training frame for
     every frame (the trivial mel baseline)."""
-    audio = _audio(info)
+    audio = audio_options(info)
     references = getattr(splits, "reference_audio", {})
     r = info["reduction"]
     mean_frame = np.asarray(info["mel_mean"], np.float32)

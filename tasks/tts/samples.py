@@ -6,8 +6,8 @@ import os
 import numpy as np
 
 from tasks.tts import audio as audio_lib
+from tasks.tts import metrics
 from tasks.tts import text as text_lib
-from tasks.tts.config import AudioOptions
 
 
 def save_samples(predict_fn, splits, info, out_dir, int8_predict_fn=None, count=3):
@@ -16,7 +16,7 @@ def save_samples(predict_fn, splits, info, out_dir, int8_predict_fn=None, count=
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    audio = AudioOptions(sample_rate=info["sample_rate"], n_mels=info["n_mels"])
+    audio = metrics.audio_options(info)
     folder = os.path.join(out_dir, "samples")
     os.makedirs(folder, exist_ok=True)
     inputs, targets = next(iter(splits.test))
