@@ -3,7 +3,7 @@
 recognizer on the real recordings, as JSON.
 
     apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en
-    python benchmarks/tts_real_data.py [--run DIR]
+    python benchmarks/tts_real_data.py [--run DIR] [--init RUN] [--set KEY=VALUE]
 
 The corpus: the English voice prompts Debian's Asterisk packages ship,
 recorded by one professional speaker (Allison Smith, US English; CC-BY-SA
@@ -78,6 +78,12 @@ def write_ljspeech_folder(prompts, folder):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="runs/bench-tts-asterisk")
+    parser.add_argument("--init", default=None,
+                        help="start from an earlier TTS run's weights (its folder)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a preset setting changed for this run")
+    parser.add_argument("--name", default="asterisk",
+                        help="results/tts_real_data_NAME.json")
     args = parser.parse_args(argv)
 
     from common import config
@@ -92,11 +98,14 @@ def main(argv=None):
 
     from tasks.tts import train
 
+    extra = (["--init", args.init] if args.init else []) + [
+        argument for override in args.overrides for argument in ("--set", override)]
     report = train.main(["--data", folder, "--out", os.path.join(args.run, "run"),
-                         "--export-dir", os.path.join(args.run, "saved_models")])
+                         "--export-dir", os.path.join(args.run, "saved_models"), *extra])
     metrics = report["metrics"]
     result = {
-        "data": folder, "prompts": len(prompts),
+        "data": folder, "init": args.init, "overrides": args.overrides,
+        "prompts": len(prompts),
         "seconds_of_speech": round(sum(prompt[3] for prompt in prompts), 1),
         "data_summary": report.get("data_summary"),
         "wer": {name: values["wer"] for name, values in metrics.items()
@@ -107,7 +116,7 @@ def main(argv=None):
         "notes": report.get("notes", []),
     }
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "tts_real_data_asterisk.json"), "w") as handle:
+    with open(os.path.join(RESULTS, f"tts_real_data_{args.name}.json"), "w") as handle:
         json.dump(result, handle, indent=2)
     print(json.dumps(result, indent=2))
 

@@ -135,3 +135,23 @@ def test_weight_only_file_keeps_float_activations_and_the_models_answers(
     # 8-bit weights move the frames a little, far less than the mel scale (-5..0).
     assert np.abs(got["mel_postnet"] - expected["mel_postnet"]).max() < 0.05
     assert np.abs(got["mel_postnet"] - expected["mel_postnet"]).max() > 0  # really quantized
+
+
+def test_init_starts_from_an_earlier_runs_weights_or_names_the_mismatch(tmp_path):
+    from common.errors import UserError
+
+    earlier = tts_model.build_model(_cfg(**{"run.seed": 1}))
+    run = tmp_path / "earlier_run"
+    run.mkdir()
+    earlier.save(run / "model.keras")
+    fresh = tts_model.build_model(_cfg(**{"run.seed": 2}))
+    assert not np.array_equal(fresh.get_weights()[0], earlier.get_weights()[0])
+    # The run folder (or its model.keras): every weight is the earlier run's.
+    started = tts_model.build_model(_cfg(**{"run.seed": 2, "model.init": str(run)}))
+    for mine, theirs in zip(started.get_weights(), earlier.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(UserError, match=r"weight .*embedding.* has shape .*same model sizes"):
+        tts_model.build_model(_cfg(**{"model.embedding_dim": 48,
+                                      "model.init": str(run / "model.keras")}))
+    with pytest.raises(UserError, match=r"--init .*missing.*no such file"):
+        tts_model.build_model(_cfg(**{"model.init": str(tmp_path / "missing")}))

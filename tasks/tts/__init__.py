@@ -39,6 +39,7 @@ INT8_BUDGET = {"mel_l1_teacher_forced": 0.10, "mel_l1": 0.10}
 CLI_FLAGS = {
     "--reduction": "model.reduction",
     "--guided-attention": "model.guided_attention_weight",
+    "--init": "model.init",
 }
 
 __all__ = [

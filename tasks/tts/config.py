@@ -37,6 +37,10 @@ class ModelOptions:
     guided_attention_weight: float = 1.0
     guided_attention_sigma: float = 0.2
     stop_threshold: float = 0.5
+    # `--init RUN`: start from the weights of an earlier TTS run (its folder
+    # or model.keras) of the same model sizes, e.g. the built-in corpus's
+    # default run before training on a small folder of one's own voice.
+    init: str = ""
 
 
 @dataclasses.dataclass

@@ -14,11 +14,14 @@ re-wired into fixed-shape parts driven by a host loop (`edge_model`):
 frames, stop logit, new states) and `postnet`.
 """
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from common.errors import UserError
 from tasks.tts import text as text_lib
 from tasks.tts.audio import SILENCE
 
@@ -283,7 +286,37 @@ def build_model(cfg, info=None):
     outputs = {"mel": mel_before, "mel_postnet": mel_after,
                "stop": layers.Identity(name="stop")(stop),
                "alignment": layers.Identity(name="alignment")(alignment)}
-    return keras.Model({"text": text, "teacher_mel": mel}, outputs, name="tacotron2")
+    model = keras.Model({"text": text, "teacher_mel": mel}, outputs, name="tacotron2")
+    if m.init:
+        load_init_weights(model, m.init)
+    return model
+
+
+def load_init_weights(model, init):
+    """The weights of an earlier run's model.keras (`init`: the file or its
+    run folder) into `model`; a missing file or other model sizes stop the
+    run naming them."""
+    path = os.path.join(init, "model.keras") if os.path.isdir(init) else init
+    if not os.path.isfile(path):
+        raise UserError(f"--init {init}: no such file {path!r}; expected a TTS run folder "
+                        "or its model.keras")
+    try:
+        source = keras.saving.load_model(path, custom_objects=custom_objects(),
+                                         compile=False, safe_mode=True)
+    except (TypeError, ValueError, OSError) as error:
+        raise UserError(f"--init {path}: cannot load as a TTS model "
+                        f"({str(error).strip().splitlines()[0]})") from None
+    ours, theirs = model.weights, source.weights
+    for mine, other in zip(ours, theirs):
+        if tuple(mine.shape) != tuple(other.shape):
+            raise UserError(
+                f"--init {path}: weight {other.path} has shape {tuple(other.shape)}, this "
+                f"model's {mine.path} {tuple(mine.shape)}: train with the same model sizes "
+                "(preset and model.* settings) as that run")
+    if len(ours) != len(theirs):
+        raise UserError(f"--init {path}: {len(theirs)} weights, this model has {len(ours)}: "
+                        "train with the same model sizes as that run")
+    model.set_weights(source.get_weights())
 
 
 @keras.saving.register_keras_serializable(package="tts")
