@@ -36,6 +36,10 @@ def low_res_tiles(count, seed):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    # Seeded: the weights were whatever the worker's random state gave, and
+    # one draw in CI differed from the file by 1.75 levels on average (seeds
+    # 0-5 here: 0.58-1.02).
+    keras.utils.set_random_seed(0)
     cfg = config.from_preset(Config, PRESETS, "smoke")
     cfg.model.tile_size = TILE
     cfg.model.tile_overlap = 2
