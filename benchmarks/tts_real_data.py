@@ -3,7 +3,7 @@
 recognizer on the real recordings, as JSON.
 
     apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en
-    python benchmarks/tts_real_data.py [--run DIR] [--init RUN] [--set KEY=VALUE]
+    python benchmarks/tts_real_data.py [--run DIR] [--init RUN] [--set KEY=VALUE] [--resume]
 
 The corpus: the English voice prompts Debian's Asterisk packages ship,
 recorded by one professional speaker (Allison Smith, US English; CC-BY-SA
@@ -84,6 +84,8 @@ def main(argv=None):
                         metavar="KEY=VALUE", help="a preset setting changed for this run")
     parser.add_argument("--name", default="asterisk",
                         help="results/tts_real_data_NAME.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --run")
     args = parser.parse_args(argv)
 
     from common import config
@@ -98,7 +100,8 @@ def main(argv=None):
 
     from tasks.tts import train
 
-    extra = (["--init", args.init] if args.init else []) + [
+    extra = (["--init", args.init] if args.init else []) + (
+        ["--resume"] if args.resume else []) + [
         argument for override in args.overrides for argument in ("--set", override)]
     report = train.main(["--data", folder, "--out", os.path.join(args.run, "run"),
                          "--export-dir", os.path.join(args.run, "saved_models"), *extra])
